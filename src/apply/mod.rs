@@ -1,0 +1,127 @@
+//! The executor: carries out a [`Plan`] step by step, in order.
+//!
+//! # Guarantees
+//! - A step runs only if it is not blocked and every step it depends on is done.
+//! - A step never does more than it says: a stop is SIGTERM → wait → SIGKILL → wait, nothing else.
+//! - Before acting, a step re-checks the facts it was planned against (a process's pid, start
+//!   time, uid and command line; that it still listens) and refuses as *stale* if they moved.
+//! - Once interrupted, no new step starts; the running one finishes.
+//!
+//! # Caveats
+//! The executor decides nothing: convergence is judged by the caller, by observing and planning
+//! again.
+
+pub mod lock;
+pub mod stop;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::plan::{Action, Plan, Step, Target};
+
+/// How one step ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// It did what it said.
+    Done(String),
+    /// It did not run: blocked, a dependency did not complete, or the apply was interrupted.
+    Skipped(String),
+    /// Its facts moved since the plan; nothing was done.
+    Stale(String),
+    /// It ran and failed.
+    Failed(String),
+}
+
+impl StepOutcome {
+    /// Returns whether the step completed.
+    #[must_use]
+    pub fn is_done(&self) -> bool {
+        matches!(self, Self::Done(_))
+    }
+}
+
+/// Receives progress while a plan is applied. The executor never prints.
+pub trait Reporter: Send + Sync {
+    /// A step is about to run.
+    fn started(&self, step: &Step);
+    /// Something happened inside a running step.
+    fn progress(&self, step: &Step, message: &str);
+    /// A step ended (or was skipped).
+    fn finished(&self, step: &Step, outcome: &StepOutcome, elapsed: Duration);
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyReport {
+    /// Every step of the plan with its outcome, in plan order.
+    pub outcomes: Vec<(String, StepOutcome)>,
+    /// Whether an interrupt stopped it early.
+    pub interrupted: bool,
+}
+
+impl ApplyReport {
+    /// Number of steps that did something.
+    #[must_use]
+    pub fn done(&self) -> usize {
+        self.outcomes.iter().filter(|(_, o)| o.is_done()).count()
+    }
+
+    /// Returns whether any step refused because its facts moved.
+    #[must_use]
+    pub fn any_stale(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|(_, o)| matches!(o, StepOutcome::Stale(_)))
+    }
+
+    /// Returns whether any step failed.
+    #[must_use]
+    pub fn any_failed(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|(_, o)| matches!(o, StepOutcome::Failed(_)))
+    }
+}
+
+/// Runs the plan's steps in order. `interrupted` is checked before each step.
+pub async fn execute(
+    plan: &Plan,
+    reporter: &dyn Reporter,
+    interrupted: &AtomicBool,
+) -> ApplyReport {
+    let mut report = ApplyReport::default();
+    for step in &plan.steps {
+        let started = Instant::now();
+        let outcome = if interrupted.load(Ordering::SeqCst) {
+            report.interrupted = true;
+            StepOutcome::Skipped("interrupted before it started".to_owned())
+        } else if let Some(b) = &step.blocked {
+            StepOutcome::Skipped(format!("blocked: {}", b.reason))
+        } else if let Some(dep) = step.depends_on.iter().find(|d| {
+            !report
+                .outcomes
+                .iter()
+                .any(|(id, o)| id == *d && o.is_done())
+        }) {
+            StepOutcome::Skipped(format!("{dep} did not complete"))
+        } else {
+            reporter.started(step);
+            let progress = |m: &str| reporter.progress(step, m);
+            run_step(step, &progress).await
+        };
+        reporter.finished(step, &outcome, started.elapsed());
+        report.outcomes.push((step.id.clone(), outcome));
+    }
+    report
+}
+
+async fn run_step(step: &Step, progress: &(dyn Fn(&str) + Send + Sync)) -> StepOutcome {
+    match (step.action, &step.target) {
+        (Action::Stop, Target::Process(p)) => stop::run(p, progress).await,
+        // These are only ever planned blocked; reaching here means a hand-edited plan.
+        (action, _) => StepOutcome::Failed(format!(
+            "`{}` has no executor; it needs a person",
+            action.as_str()
+        )),
+    }
+}

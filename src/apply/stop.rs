@@ -1,0 +1,179 @@
+//! Stopping one process: identity re-check, SIGTERM, bounded wait, SIGKILL, bounded wait, then
+//! polling the kernel's socket table until its ports are free.
+//!
+//! Signals go through a pidfd opened *before* the identity check, so once the check passes the
+//! signal can only reach that very process: a pid recycled after the plan is never hit.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+
+use super::StepOutcome;
+use crate::observe::{self, PortState, procfs};
+use crate::plan::StopProcess;
+
+/// How often the socket table is polled while waiting for a port to be free.
+const PORT_POLL: Duration = Duration::from_millis(50);
+
+/// Carries out a stop step.
+pub async fn run(p: &StopProcess, progress: &(dyn Fn(&str) + Send + Sync)) -> StepOutcome {
+    let Some(pid) = i32::try_from(p.pid).ok().and_then(Pid::from_raw) else {
+        return StepOutcome::Failed(format!("{} is not a valid pid", p.pid));
+    };
+    let pidfd = match pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => {
+            progress("already exited");
+            return wait_ports_free(p, "the process had already exited").await;
+        }
+        Err(e) => {
+            return StepOutcome::Failed(format!("cannot open a pidfd for pid {}: {e}", p.pid));
+        }
+    };
+    // The pidfd now pins the process; check it is the one that was planned against.
+    let Some(now) = procfs::read_process(p.pid) else {
+        progress("already exited");
+        return wait_ports_free(p, "the process had already exited").await;
+    };
+    if now.start_time != p.start_time {
+        return StepOutcome::Stale(format!(
+            "pid {} is now a different process (start time {}, planned against {}); it was not signalled",
+            p.pid, now.start_time, p.start_time
+        ));
+    }
+    if now.cmdline != p.cmdline || now.uid != p.uid {
+        return StepOutcome::Stale(format!(
+            "pid {} changed since the plan (now uid {} `{}`, planned uid {} `{}`); it was not signalled",
+            p.pid,
+            now.uid,
+            now.command(),
+            p.uid,
+            p.cmdline.join(" ")
+        ));
+    }
+    if let Some(stale) = still_listening(p) {
+        return stale;
+    }
+
+    let waiter = Arc::new(pidfd);
+    progress("sending SIGTERM");
+    if let Err(e) = pidfd_send_signal(&*waiter, Signal::TERM) {
+        return signal_error(p, e, "SIGTERM").await;
+    }
+    let how = if exited_within(&waiter, p.term_grace.duration()).await {
+        "exited after SIGTERM".to_owned()
+    } else {
+        progress(&format!(
+            "still running after {}; sending SIGKILL",
+            p.term_grace
+        ));
+        if let Err(e) = pidfd_send_signal(&*waiter, Signal::KILL) {
+            return signal_error(p, e, "SIGKILL").await;
+        }
+        if !exited_within(&waiter, p.kill_grace.duration()).await {
+            return StepOutcome::Failed(format!(
+                "pid {} was still running {} after SIGKILL (stuck in the kernel?)",
+                p.pid, p.kill_grace
+            ));
+        }
+        format!("ignored SIGTERM for {}, exited after SIGKILL", p.term_grace)
+    };
+    wait_ports_free(p, &how).await
+}
+
+async fn signal_error(p: &StopProcess, e: rustix::io::Errno, which: &str) -> StepOutcome {
+    if e == rustix::io::Errno::SRCH {
+        return wait_ports_free(p, "the process exited before it was signalled").await;
+    }
+    StepOutcome::Failed(format!("{which} to pid {} failed: {e}", p.pid))
+}
+
+/// The plan stopped this process because it listened on `ports`; if it no longer does, the facts
+/// moved and the step must not guess.
+fn still_listening(p: &StopProcess) -> Option<StepOutcome> {
+    let state = observe::probe_ports(&p.ports);
+    let PortState::Busy(sockets) = state else {
+        return match state {
+            PortState::Free => Some(StepOutcome::Stale(format!(
+                "pid {} no longer listens on {:?}; it was not signalled",
+                p.pid, p.ports
+            ))),
+            PortState::Inconclusive(why) => Some(StepOutcome::Failed(format!(
+                "cannot read the socket table to confirm pid {} still listens: {why}",
+                p.pid
+            ))),
+            PortState::Busy(_) => None,
+        };
+    };
+    let inodes = sockets.iter().map(|(_, inode)| *inode).collect();
+    let scan = procfs::find_holders(&inodes, &std::iter::once(p.uid).collect());
+    let holds = scan.holders.values().any(|pids| pids.contains(&p.pid));
+    (!holds).then(|| {
+        StepOutcome::Stale(format!(
+            "pid {} no longer holds a listener on {:?} (someone else does); it was not signalled",
+            p.pid, p.ports
+        ))
+    })
+}
+
+/// Waits until the pidfd reports the process exited (it turns readable), or the time is up.
+async fn exited_within(pidfd: &Arc<OwnedFd>, limit: Duration) -> bool {
+    let fd = Arc::clone(pidfd);
+    let waited = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            });
+            let mut fds = [PollFd::new(&*fd, PollFlags::IN)];
+            match poll(&mut fds, Some(&timeout)) {
+                Ok(n) if n > 0 => return true,
+                Ok(_) => return false,
+                // A signal interrupted the wait: wait for the rest of the time.
+                Err(rustix::io::Errno::INTR) if !left.is_zero() => {}
+                Err(_) => return false,
+            }
+        }
+    });
+    waited.await.unwrap_or(false)
+}
+
+/// Polls the socket table until every port in `wait_free` shows no listener. Inconclusive reads
+/// keep polling and are never taken as free.
+async fn wait_ports_free(p: &StopProcess, how: &str) -> StepOutcome {
+    if p.wait_free.is_empty() {
+        return StepOutcome::Done(how.to_owned());
+    }
+    let started = Instant::now();
+    let deadline = started + p.port_free_timeout.duration();
+    loop {
+        let state = observe::probe_ports(&p.wait_free);
+        if state == PortState::Free {
+            let ms = started.elapsed().as_millis();
+            return StepOutcome::Done(format!("{how}; {:?} free after {ms} ms", p.wait_free));
+        }
+        if Instant::now() >= deadline {
+            return StepOutcome::Failed(match state {
+                PortState::Busy(s) => format!(
+                    "{how}, but {:?} still had a listener after {} (inodes {:?}); something else holds or re-bound it",
+                    p.wait_free,
+                    p.port_free_timeout,
+                    s.iter().map(|(_, i)| *i).collect::<Vec<_>>()
+                ),
+                PortState::Inconclusive(why) => {
+                    format!(
+                        "{how}, but whether {:?} is free could not be confirmed within {}: {why}",
+                        p.wait_free, p.port_free_timeout
+                    )
+                }
+                PortState::Free => unreachable!("handled above"),
+            });
+        }
+        tokio::time::sleep(PORT_POLL).await;
+    }
+}

@@ -1,0 +1,137 @@
+//! Everything read from the environment, in one place, turned into plain options.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::CliError;
+use crate::model::{Desired, Observed, PortRange};
+use crate::observe::ObserveOptions;
+use crate::spec;
+
+/// The user the engine acts for: under sudo (`SUDO_UID` set while root) that user, else the real
+/// uid. Processes of other users are never signalled.
+pub fn invoking_uid() -> u32 {
+    let uid = nix::unistd::getuid().as_raw();
+    if uid == 0
+        && let Some(sudo) = std::env::var("SUDO_UID").ok().and_then(|s| s.parse().ok())
+    {
+        return sudo;
+    }
+    uid
+}
+
+/// The invoking user's home: their passwd entry under sudo, else `$HOME`, else `/tmp` (as
+/// NemoClaw does).
+pub fn home_dir(invoking: u32) -> PathBuf {
+    if invoking != nix::unistd::getuid().as_raw()
+        && let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(invoking))
+    {
+        return user.dir;
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+}
+
+/// The host lock file for apply.
+pub fn lock_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("NEMOCLAW_LOCK_FILE").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let run_lock = Path::new("/run/lock");
+    if run_lock.is_dir() {
+        return run_lock.join("nemoclaw-apply.lock");
+    }
+    std::env::temp_dir().join("nemoclaw-apply.lock")
+}
+
+/// Options for observing the ports `desired` manages.
+pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
+    let uid = invoking_uid();
+    let (range, gateway) = desired.map_or((PortRange::DASHBOARD_DEFAULT, 8080), |d| {
+        (d.dashboard, d.gateway.port)
+    });
+    ObserveOptions {
+        invoking_uid: uid,
+        home: home_dir(uid),
+        ports: vec![
+            range,
+            PortRange {
+                start: gateway,
+                end: gateway,
+            },
+        ],
+        timeout: Duration::from_secs(10),
+    }
+}
+
+/// Reads and validates a desired-state file; on failure prints every diagnostic.
+pub fn load_desired(path: &Path, color: bool) -> Result<Desired, CliError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::from_error(format!("cannot read the desired-state file `{shown}`"), &e)
+            .hint("pass the file with `-f FILE`; `examples/` has a starting point")
+    })?;
+    spec::load(&shown, &text).map_err(|diags| {
+        for d in &diags {
+            super::ui::eprint(&d.render(&shown, &text, color));
+        }
+        let n = diags.len();
+        CliError::new(format!(
+            "`{shown}` is invalid ({n} problem{}); nothing was observed or changed",
+            if n == 1 { "" } else { "s" }
+        ))
+    })
+}
+
+/// Reads a saved observation (`nemoclaw observe -o json|yaml`).
+pub fn load_observed(path: &Path) -> Result<Observed, CliError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::from_error(format!("cannot read the observation `{shown}`"), &e))?;
+    let observed: Observed = if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text).map_err(|e| {
+            CliError::new(format!(
+                "`{shown}`:{}:{}: not an observation: {e}",
+                e.line(),
+                e.column()
+            ))
+            .hint("create one with `nemoclaw observe -f nemoclaw.yaml -o json > host.json`")
+        })?
+    } else {
+        serde_yaml::from_str(&text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(":{}:{}", l.line(), l.column()))
+                .unwrap_or_default();
+            CliError::new(format!("`{shown}`{at}: not an observation: {e}"))
+                .hint("create one with `nemoclaw observe -f nemoclaw.yaml -o json > host.json`")
+        })?
+    };
+    let major = observed.format_version.split('.').next().unwrap_or("");
+    if major
+        != crate::model::OBSERVED_FORMAT_VERSION
+            .split('.')
+            .next()
+            .unwrap_or("1")
+    {
+        return Err(CliError::new(format!(
+            "`{shown}` has observation format {}, which this nemoclaw cannot read (it reads {}.x)",
+            observed.format_version,
+            crate::model::OBSERVED_FORMAT_VERSION
+                .split('.')
+                .next()
+                .unwrap_or("1")
+        )));
+    }
+    Ok(observed)
+}
+
+/// Builds a current-thread runtime for one command.
+pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::from_error("cannot start the async runtime", &e))
+}

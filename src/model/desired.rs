@@ -1,0 +1,225 @@
+//! The desired state after defaults are applied and every cross-reference is checked.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What the user asked this host to look like, resolved from a `nemoclaw.yaml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    /// Where the desired state came from, and the hash that saved plans pin.
+    pub source: DesiredSource,
+    /// The OpenShell gateway.
+    pub gateway: GatewayDesired,
+    /// The dashboard port pool (inclusive).
+    pub dashboard: PortRange,
+    /// Declared sandboxes, in file order.
+    pub sandboxes: Vec<SandboxDesired>,
+    /// How stale listeners are recognised and stopped.
+    pub cleanup: Cleanup,
+}
+
+/// The file a [`Desired`] was read from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredSource {
+    /// The path as the user gave it.
+    pub path: String,
+    /// SHA-256 of the file's bytes, lowercase hex.
+    pub sha256: String,
+}
+
+/// The gateway's desired settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayDesired {
+    /// Host port of the gateway.
+    pub port: u16,
+}
+
+/// One declared sandbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxDesired {
+    /// Sandbox name (DNS label).
+    pub name: String,
+    /// Dashboard port pinned in the file, if any.
+    pub dashboard_port: Option<u16>,
+}
+
+/// Stale-listener cleanup settings, defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cleanup {
+    /// Whether stale listeners in the dashboard range are stopped at all.
+    pub stale_listeners: bool,
+    /// Substrings of a full command line that mark a process as ours to stop.
+    pub markers: Vec<String>,
+    /// Ports never touched, whatever listens there.
+    pub protected_ports: BTreeSet<u16>,
+    /// How long to wait after SIGTERM before SIGKILL.
+    pub term_grace: Millis,
+    /// How long to wait after SIGKILL before giving up.
+    pub kill_grace: Millis,
+    /// How long to poll the socket table for the port to be free.
+    pub port_free_timeout: Millis,
+}
+
+impl Desired {
+    /// Returns the declared sandbox that pins `port`, if any.
+    #[must_use]
+    pub fn sandbox_needing(&self, port: u16) -> Option<&SandboxDesired> {
+        self.sandboxes
+            .iter()
+            .find(|s| s.dashboard_port == Some(port))
+    }
+
+    /// Returns whether a sandbox of that name is declared.
+    #[must_use]
+    pub fn declares(&self, name: &str) -> bool {
+        self.sandboxes.iter().any(|s| s.name == name)
+    }
+}
+
+/// An inclusive TCP port range such as `18789-18799`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortRange {
+    /// First port of the range.
+    pub start: u16,
+    /// Last port of the range (inclusive).
+    pub end: u16,
+}
+
+impl PortRange {
+    /// The default dashboard range, 18789-18799.
+    pub const DASHBOARD_DEFAULT: Self = Self {
+        start: 18789,
+        end: 18799,
+    };
+
+    /// Returns whether `port` lies in the range.
+    #[must_use]
+    pub fn contains(self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+
+    /// Returns the ports of the range in ascending order.
+    pub fn ports(self) -> impl Iterator<Item = u16> {
+        self.start..=self.end
+    }
+
+    /// Parses `A-B` (inclusive, A <= B) or a single port `A`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parse_port = |s: &str| {
+            s.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("`{}` is not a port number (1-65535)", s.trim()))
+        };
+        let (start, end) = match text.split_once('-') {
+            Some((a, b)) => (parse_port(a)?, parse_port(b)?),
+            None => {
+                let p = parse_port(text)?;
+                (p, p)
+            }
+        };
+        if start > end {
+            return Err(format!(
+                "the range starts at {start} but ends before it, at {end}"
+            ));
+        }
+        Ok(Self { start, end })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+/// A duration in whole milliseconds, written in files as `500ms`, `1s`, `1.5s` or `2m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// Parses `<number><unit>` with unit `ms`, `s` or `m`; the number may have a fraction.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("`{text}` has no unit; write it as `500ms`, `1s` or `2m`"))?;
+        let (number, unit) = text.split_at(split);
+        let scale = match unit {
+            "ms" => 1.0,
+            "s" => 1000.0,
+            "m" => 60_000.0,
+            _ => return Err(format!("unknown unit `{unit}`; use `ms`, `s` or `m`")),
+        };
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("`{number}` is not a number"))?;
+        let ms = value * scale;
+        if !ms.is_finite() || ms > 3_600_000.0 {
+            return Err(format!("`{text}` is too long; the limit is one hour"));
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok(Self(ms.round() as u64))
+    }
+
+    /// Returns the value as a [`std::time::Duration`].
+    #[must_use]
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
+}
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_multiple_of(1000) {
+            write!(f, "{}s", self.0 / 1000)
+        } else {
+            write!(f, "{}ms", self.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_parses_units_and_fractions() {
+        assert_eq!(Millis::parse("1s"), Ok(Millis(1000)));
+        assert_eq!(Millis::parse("1.5s"), Ok(Millis(1500)));
+        assert_eq!(Millis::parse("250ms"), Ok(Millis(250)));
+        assert_eq!(Millis::parse("2m"), Ok(Millis(120_000)));
+        assert!(Millis::parse("5").unwrap_err().contains("no unit"));
+        assert!(Millis::parse("5h").unwrap_err().contains("unknown unit"));
+        assert!(Millis::parse("..s").unwrap_err().contains("not a number"));
+    }
+
+    #[test]
+    fn port_range_parses_and_rejects_reversed() {
+        assert_eq!(
+            PortRange::parse("18789-18799"),
+            Ok(PortRange {
+                start: 18789,
+                end: 18799
+            })
+        );
+        assert_eq!(
+            PortRange::parse("9000"),
+            Ok(PortRange {
+                start: 9000,
+                end: 9000
+            })
+        );
+        assert!(PortRange::parse("2-1").unwrap_err().contains("ends before"));
+        assert!(PortRange::parse("0-5").unwrap_err().contains("not a port"));
+        assert!(PortRange::parse("x-70000").is_err());
+    }
+}

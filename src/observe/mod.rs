@@ -1,0 +1,187 @@
+//! Observers: read the host into a [`model::Observed`](crate::model::Observed).
+//!
+//! Each observer runs on its own blocking thread with a time limit, concurrently with the others.
+//! A failure or timeout makes that part of the observation unknown, with the reason; it never
+//! makes it empty.
+
+pub mod forwards;
+pub mod procfs;
+pub mod registry;
+pub mod sockets;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::{
+    ForwardPidFile, Holders, HostFacts, Listener, OBSERVED_FORMAT_VERSION, Observation, Observed,
+    PortRange, ProcessInfo, Registry,
+};
+
+/// Where and what to observe. Built by the CLI from the environment; observers read no
+/// environment themselves.
+#[derive(Clone, Debug)]
+pub struct ObserveOptions {
+    /// The user the engine acts for.
+    pub invoking_uid: u32,
+    /// Home directory of that user (registry and forward files live below it).
+    pub home: PathBuf,
+    /// Ports whose listeners to resolve.
+    pub ports: Vec<PortRange>,
+    /// Time limit for each observer.
+    pub timeout: Duration,
+}
+
+impl ObserveOptions {
+    /// `$HOME/.nemoclaw/sandboxes.json`.
+    #[must_use]
+    pub fn registry_path(&self) -> PathBuf {
+        self.home.join(".nemoclaw").join("sandboxes.json")
+    }
+
+    /// `$HOME/.config/openshell/forwards`.
+    #[must_use]
+    pub fn forwards_dir(&self) -> PathBuf {
+        self.home.join(".config").join("openshell").join("forwards")
+    }
+}
+
+/// Listeners on some ports, with the processes holding them.
+#[derive(Clone, Debug)]
+pub struct ListenerScan {
+    /// The listeners, or why they could not be read.
+    pub listeners: Observation<Vec<Listener>>,
+    /// Holders' details by pid.
+    pub processes: BTreeMap<u32, ProcessInfo>,
+    /// `netlink` or `proc-net`.
+    pub source: &'static str,
+}
+
+/// Reads the listeners on `ports` and resolves their holders. Blocking.
+#[must_use]
+pub fn scan_listeners(ports: &[PortRange]) -> ListenerScan {
+    let (raw, source) = match sockets::listening(|p| ports.iter().any(|r| r.contains(p))) {
+        Ok(found) => found,
+        Err(reason) => {
+            return ListenerScan {
+                listeners: Observation::Unknown { reason },
+                processes: BTreeMap::new(),
+                source: "none",
+            };
+        }
+    };
+    // Nothing listens on the ports of interest (the common case): skip the fd walk entirely.
+    let inodes: BTreeSet<u64> = raw.iter().map(|s| s.inode).collect();
+    let uids: BTreeSet<u32> = raw.iter().map(|s| s.uid).collect();
+    let scan = procfs::find_holders(&inodes, &uids);
+    let mut processes = BTreeMap::new();
+    let mut listeners = Vec::with_capacity(raw.len());
+    for s in raw {
+        let holders = match scan.holders.get(&s.inode) {
+            Some(pids) => {
+                for pid in pids {
+                    if let Some(info) = procfs::read_process(*pid) {
+                        processes.insert(*pid, info);
+                    }
+                }
+                Holders::Known { pids: pids.clone() }
+            }
+            None if scan.unreadable > 0 => Holders::Unknown {
+                reason: format!(
+                    "{} processes' file descriptors could not be read; run as root to see every owner",
+                    scan.unreadable
+                ),
+            },
+            None => Holders::Unknown {
+                reason: "no process in this pid namespace holds it (a container's, or one outside our view)".to_owned(),
+            },
+        };
+        listeners.push(Listener {
+            port: s.port,
+            address: s.address,
+            inode: s.inode,
+            socket_uid: s.uid,
+            holders,
+        });
+    }
+    listeners.sort();
+    ListenerScan {
+        listeners: Observation::Known { value: listeners },
+        processes,
+        source: source.as_str(),
+    }
+}
+
+/// Observes the host.
+pub async fn observe(opts: &ObserveOptions) -> Observed {
+    let ports = opts.ports.clone();
+    let registry_path = opts.registry_path();
+    let forwards_dir = opts.forwards_dir();
+    let limit = opts.timeout;
+    let (scan, registry, forwards) = tokio::join!(
+        blocking(limit, "listeners", move || scan_listeners(&ports)),
+        blocking(limit, "registry", move || registry::read(&registry_path)),
+        blocking(limit, "forwards", move || forwards::read(&forwards_dir)),
+    );
+    let scan = scan.unwrap_or_else(|reason| ListenerScan {
+        listeners: Observation::Unknown { reason },
+        processes: BTreeMap::new(),
+        source: "none",
+    });
+    let registry: Observation<Registry> =
+        registry.unwrap_or_else(|reason| Observation::Unknown { reason });
+    let forwards: Observation<Vec<ForwardPidFile>> =
+        forwards.unwrap_or_else(|reason| Observation::Unknown { reason });
+    let engine_pid = std::process::id();
+    Observed {
+        format_version: OBSERVED_FORMAT_VERSION.to_owned(),
+        host: HostFacts {
+            invoking_uid: opts.invoking_uid,
+            invoking_user: procfs::user_name(opts.invoking_uid),
+            engine_pid,
+            engine_ancestors: procfs::ancestors(engine_pid),
+            listener_source: scan.source.to_owned(),
+        },
+        scanned_ports: opts.ports.clone(),
+        listeners: scan.listeners,
+        processes: scan.processes,
+        registry,
+        forwards,
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("the {what} observer failed: {e}")),
+        Err(_) => Err(format!(
+            "the {what} observer timed out after {}s",
+            limit.as_secs_f32()
+        )),
+    }
+}
+
+/// What the kernel's socket table says about some ports right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortState {
+    /// No LISTEN socket on any of them.
+    Free,
+    /// Still listening: (port, socket inode).
+    Busy(Vec<(u16, u64)>),
+    /// The table could not be read. Never to be read as free.
+    Inconclusive(String),
+}
+
+/// Probes whether `ports` are free of listeners. Cheap: no fd walk.
+#[must_use]
+pub fn probe_ports(ports: &[u16]) -> PortState {
+    match sockets::listening(|p| ports.contains(&p)) {
+        Ok((found, _)) if found.is_empty() => PortState::Free,
+        Ok((found, _)) => PortState::Busy(found.iter().map(|s| (s.port, s.inode)).collect()),
+        Err(reason) => PortState::Inconclusive(reason),
+    }
+}

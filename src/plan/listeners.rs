@@ -1,0 +1,491 @@
+//! Stale dashboard listeners: which listeners in the dashboard range the engine may stop.
+//!
+//! A listener is stale only when every one of these holds, each proven from observed facts:
+//! its process is owned by the invoking user, its full command line contains a marker, the port
+//! is not protected, it is not the live forward of a declared sandbox, the port is not a
+//! registered-but-undeclared sandbox's, and it is not the engine or one of its ancestors.
+//! Anything unknown on the way keeps the listener (a finding) or blocks the step; it never
+//! yields a signal (#3397/#3398).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::Builder;
+use super::step::{Action, Blocked, FindingKind, Risk, Step, StopProcess, Target};
+use crate::model::{Desired, Holders, Listener, Observation, Observed, ProcessInfo, Registry};
+
+/// Why a listener group is left alone.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Keep {
+    EngineProcess(u32),
+    Foreign { pid: u32 },
+    CmdlineMismatch { pid: u32 },
+    Vanished { pid: u32 },
+    Protected(u16),
+    DeclaredForward { pid: u32, sandbox: String },
+    RegisteredSandbox { sandbox: String, port: u16 },
+    CleanupDisabled,
+}
+
+/// Forward pid files by the pid they name: (sandbox, port) pairs.
+type ForwardsByPid<'a> = BTreeMap<u32, Vec<(&'a str, u16)>>;
+
+/// Facts about the host that every listener decision consults.
+struct Context<'a> {
+    desired: &'a Desired,
+    observed: &'a Observed,
+    registry: Result<&'a Registry, &'a str>,
+    /// Forward pid files by the pid they name: (sandbox, port).
+    forwards: Result<ForwardsByPid<'a>, &'a str>,
+    ancestors: BTreeSet<u32>,
+}
+
+pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
+    let range = desired.dashboard;
+    let registry = match &observed.registry {
+        Observation::Known { value } => Ok(value),
+        Observation::Unknown { reason } => {
+            b.finding(
+                "registry",
+                FindingKind::RegistryUnknown,
+                format!(
+                    "the sandbox registry could not be read ({reason}); no stale listener is stopped until it can, because a listener may belong to a registered sandbox. Fix or move the file; it is never overwritten"
+                ),
+            );
+            Err(reason.as_str())
+        }
+    };
+    let forwards = match &observed.forwards {
+        Observation::Known { value } => {
+            let mut by_pid: ForwardsByPid<'_> = BTreeMap::new();
+            for f in value {
+                if let Observation::Known { value: c } = &f.content {
+                    by_pid
+                        .entry(c.pid)
+                        .or_default()
+                        .push((f.sandbox.as_str(), f.port));
+                }
+            }
+            Ok(by_pid)
+        }
+        Observation::Unknown { reason } => {
+            b.finding(
+                "forwards",
+                FindingKind::ForwardsUnknown,
+                format!("dashboard forward pid files could not be read ({reason}); no stale listener is stopped until they can"),
+            );
+            Err(reason.as_str())
+        }
+    };
+    let mut ancestors: BTreeSet<u32> = observed.host.engine_ancestors.iter().copied().collect();
+    ancestors.insert(observed.host.engine_pid);
+    let cx = Context {
+        desired,
+        observed,
+        registry,
+        forwards,
+        ancestors,
+    };
+
+    let scanned = observed
+        .scanned_ports
+        .iter()
+        .any(|r| r.start <= range.start && range.end <= r.end);
+    let listeners = match (&observed.listeners, scanned) {
+        (Observation::Known { value }, true) => value,
+        (Observation::Known { .. }, false) => {
+            return blocked_observation(
+                b,
+                &cx,
+                &format!(
+                    "this observation did not scan the dashboard range {range}; observe again with this file (`nemoclaw observe -f FILE`)"
+                ),
+            );
+        }
+        (Observation::Unknown { reason }, _) => {
+            return blocked_observation(
+                b,
+                &cx,
+                &format!("listening sockets could not be read: {reason}"),
+            );
+        }
+    };
+    let in_range: Vec<&Listener> = listeners
+        .iter()
+        .filter(|l| range.contains(l.port))
+        .collect();
+
+    // Listeners whose holders are unknown: never signalled; blocked only where a sandbox needs the port.
+    let mut unknown_ports: BTreeMap<u16, &Listener> = BTreeMap::new();
+    for l in &in_range {
+        if let Holders::Unknown { .. } = l.holders {
+            unknown_ports.entry(l.port).or_insert(l);
+        }
+    }
+    for (port, l) in &unknown_ports {
+        let Holders::Unknown { reason } = &l.holders else {
+            continue;
+        };
+        let me = observed.host.invoking_uid;
+        let (kind, who) = if l.socket_uid == me {
+            (
+                FindingKind::OwnerUnknown,
+                format!(
+                    "a socket created by uid {} (you) whose process could not be found ({reason})",
+                    l.socket_uid
+                ),
+            )
+        } else {
+            (
+                FindingKind::ForeignOwner,
+                format!(
+                    "a socket owned by uid {}, not you, whose process is not visible ({reason})",
+                    l.socket_uid
+                ),
+            )
+        };
+        b.finding(
+            &format!("port.{port}"),
+            kind,
+            format!("port {port} is held by {who}; left alone"),
+        );
+        if let Some(sb) = desired.sandbox_needing(*port) {
+            b.step(blocked_free_port(
+                *port,
+                &sb.name,
+                &[],
+                &format!("it is held by {who}, and the engine cannot prove the holder stale"),
+            ));
+        }
+    }
+
+    for group in holder_groups(&in_range) {
+        plan_group(b, &cx, &group);
+    }
+}
+
+/// A set of processes sharing listening sockets, and the ports those sockets are on.
+struct Group {
+    pids: BTreeSet<u32>,
+    ports: BTreeSet<u16>,
+}
+
+/// Groups known holders so that processes sharing a socket (a fork, say) are decided together:
+/// stopping one of them alone would not free the port.
+fn holder_groups(listeners: &[&Listener]) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    for l in listeners {
+        let Holders::Known { pids } = &l.holders else {
+            continue;
+        };
+        let touching: Vec<usize> = (0..groups.len())
+            .filter(|i| pids.iter().any(|p| groups[*i].pids.contains(p)))
+            .collect();
+        let mut merged = Group {
+            pids: pids.iter().copied().collect(),
+            ports: BTreeSet::from([l.port]),
+        };
+        for i in touching.into_iter().rev() {
+            let g = groups.swap_remove(i);
+            merged.pids.extend(g.pids);
+            merged.ports.extend(g.ports);
+        }
+        groups.push(merged);
+    }
+    groups.sort_by_key(|g| (g.ports.first().copied(), g.pids.first().copied()));
+    groups
+}
+
+fn plan_group(b: &mut Builder, cx: &Context<'_>, group: &Group) {
+    let desired = cx.desired;
+    let procs: Vec<Option<&ProcessInfo>> = group
+        .pids
+        .iter()
+        .map(|p| cx.observed.processes.get(p))
+        .collect();
+    let mut keep: Vec<Keep> = Vec::new();
+    for (pid, info) in group.pids.iter().zip(&procs) {
+        let pid = *pid;
+        let Some(info) = info else {
+            keep.push(Keep::Vanished { pid });
+            continue;
+        };
+        if cx.ancestors.contains(&pid) {
+            keep.push(Keep::EngineProcess(pid));
+        }
+        if info.uid != cx.observed.host.invoking_uid {
+            keep.push(Keep::Foreign { pid });
+        }
+        let command = info.command();
+        if !desired
+            .cleanup
+            .markers
+            .iter()
+            .any(|m| command.contains(m.as_str()))
+        {
+            keep.push(Keep::CmdlineMismatch { pid });
+        }
+        if let Ok(forwards) = &cx.forwards {
+            for (sandbox, port) in forwards.get(&pid).into_iter().flatten() {
+                if desired.declares(sandbox) {
+                    keep.push(Keep::DeclaredForward {
+                        pid,
+                        sandbox: (*sandbox).to_owned(),
+                    });
+                } else if cx
+                    .registry
+                    .is_ok_and(|r| r.sandboxes.contains_key(*sandbox))
+                {
+                    keep.push(Keep::RegisteredSandbox {
+                        sandbox: (*sandbox).to_owned(),
+                        port: *port,
+                    });
+                }
+            }
+        }
+    }
+    for port in &group.ports {
+        if desired.cleanup.protected_ports.contains(port) {
+            keep.push(Keep::Protected(*port));
+        }
+        if let Ok(registry) = cx.registry {
+            for entry in registry.sandboxes.values() {
+                if entry.dashboard_port == Some(*port) && !desired.declares(&entry.name) {
+                    keep.push(Keep::RegisteredSandbox {
+                        sandbox: entry.name.clone(),
+                        port: *port,
+                    });
+                }
+            }
+        }
+    }
+    if keep.is_empty() && !desired.cleanup.stale_listeners {
+        keep.push(Keep::CleanupDisabled);
+    }
+    keep.sort();
+    keep.dedup();
+
+    let who = describe_group(group, &procs, cx.observed.host.invoking_uid);
+    let needed: Vec<(u16, &str)> = group
+        .ports
+        .iter()
+        .filter_map(|p| desired.sandbox_needing(*p).map(|s| (*p, s.name.as_str())))
+        .collect();
+
+    if !keep.is_empty() {
+        let (kind, why) = explain_keep(&keep, cx);
+        for port in &group.ports {
+            b.finding(
+                &format!("port.{port}"),
+                kind,
+                format!("port {port} is held by {who}; left alone: {why}"),
+            );
+        }
+        for (port, sandbox) in needed {
+            let own_forward = keep
+                .iter()
+                .any(|k| matches!(k, Keep::DeclaredForward { sandbox: s, .. } if s == sandbox));
+            if !own_forward {
+                b.step(blocked_free_port(
+                    port,
+                    sandbox,
+                    &group.pids.iter().copied().collect::<Vec<_>>(),
+                    &format!("it is held by {who}, which the engine will not stop: {why}"),
+                ));
+            }
+        }
+        return;
+    }
+
+    // Stale. Every process of the group is stopped; the last one waits for the ports.
+    let marker = procs
+        .iter()
+        .flatten()
+        .find_map(|p| {
+            desired
+                .cleanup
+                .markers
+                .iter()
+                .find(|m| p.command().contains(m.as_str()))
+        })
+        .map_or("", String::as_str);
+    let ports_text = join_ports(&group.ports);
+    let facts = format!(
+        "{who} is yours and its command line contains the marker `{marker}`; no declared or registered sandbox accounts for it"
+    );
+    let reason = if needed.is_empty() {
+        format!("stale listener on {ports_text}: {facts}")
+    } else {
+        let needs: Vec<String> = needed
+            .iter()
+            .map(|(p, s)| format!("sandbox `{s}` needs port {p} (its dashboardPort)"))
+            .collect();
+        format!(
+            "{} and a stale listener holds it, so it must be freed before the sandbox can claim it: {facts}",
+            needs.join("; ")
+        )
+    };
+    let blocked = match (&cx.registry, &cx.forwards) {
+        (Err(why), _) => Some(Blocked {
+            reason: format!(
+                "the sandbox registry could not be read ({why}), so the engine cannot prove no registered sandbox owns {ports_text}; fix the registry file and plan again"
+            ),
+            allow: None,
+        }),
+        (_, Err(why)) => Some(Blocked {
+            reason: format!(
+                "forward pid files could not be read ({why}), so the engine cannot prove this is not a sandbox's live forward; fix them and plan again"
+            ),
+            allow: None,
+        }),
+        _ => None,
+    };
+    let c = &desired.cleanup;
+    let mut previous: Option<String> = None;
+    let last = group.pids.len() - 1;
+    for (i, info) in procs.iter().flatten().enumerate() {
+        let address = format!("process.{}", info.pid);
+        let id = format!("stop:{address}");
+        b.step(Step {
+            id: id.clone(),
+            address,
+            action: Action::Stop,
+            risk: Risk::Disrupt,
+            reason: reason.clone(),
+            depends_on: previous.take().into_iter().collect(),
+            blocked: blocked.clone(),
+            target: Target::Process(StopProcess {
+                pid: info.pid,
+                start_time: info.start_time,
+                uid: info.uid,
+                cmdline: info.cmdline.clone(),
+                ports: group.ports.iter().copied().collect(),
+                wait_free: if i == last {
+                    group.ports.iter().copied().collect()
+                } else {
+                    Vec::new()
+                },
+                term_grace: c.term_grace,
+                kill_grace: c.kill_grace,
+                port_free_timeout: c.port_free_timeout,
+            }),
+        });
+        previous = Some(id);
+    }
+}
+
+fn blocked_observation(b: &mut Builder, cx: &Context<'_>, why: &str) {
+    let range = cx.desired.dashboard;
+    b.finding(
+        &format!("ports.{range}"),
+        FindingKind::ListenersUnknown,
+        why.to_owned(),
+    );
+    let address = format!("ports.{range}");
+    b.step(Step {
+        id: format!("observe:{address}"),
+        address,
+        action: Action::Observe,
+        risk: Risk::Read,
+        reason: format!(
+            "the dashboard range {range} must be observed before stale listeners can be judged"
+        ),
+        depends_on: Vec::new(),
+        blocked: Some(Blocked {
+            reason: why.to_owned(),
+            allow: None,
+        }),
+        target: Target::Ports {
+            range: range.to_string(),
+        },
+    });
+}
+
+fn blocked_free_port(port: u16, sandbox: &str, holders: &[u32], why: &str) -> Step {
+    let address = format!("port.{port}");
+    Step {
+        id: format!("free-port:{address}"),
+        address,
+        action: Action::FreePort,
+        risk: Risk::Disrupt,
+        reason: format!("sandbox `{sandbox}` needs port {port} (its dashboardPort)"),
+        depends_on: Vec::new(),
+        blocked: Some(Blocked {
+            reason: format!(
+                "{why}; stop the holder yourself or give `{sandbox}` another dashboardPort"
+            ),
+            allow: None,
+        }),
+        target: Target::Port {
+            port,
+            holders: holders.to_vec(),
+        },
+    }
+}
+
+fn explain_keep(keep: &[Keep], cx: &Context<'_>) -> (FindingKind, String) {
+    let me = cx.observed.host.invoking_uid;
+    let kind = match &keep[0] {
+        Keep::EngineProcess(_) => FindingKind::EngineProcess,
+        Keep::Foreign { .. } => FindingKind::ForeignOwner,
+        Keep::CmdlineMismatch { .. } => FindingKind::CmdlineMismatch,
+        Keep::Vanished { .. } => FindingKind::OwnerUnknown,
+        Keep::Protected(_) => FindingKind::ProtectedPort,
+        Keep::DeclaredForward { .. } => FindingKind::DeclaredForward,
+        Keep::RegisteredSandbox { .. } => FindingKind::RegisteredSandbox,
+        Keep::CleanupDisabled => FindingKind::CleanupDisabled,
+    };
+    let parts: Vec<String> = keep
+        .iter()
+        .map(|k| match k {
+            Keep::EngineProcess(pid) => format!("pid {pid} is this engine or one of its ancestors"),
+            Keep::Foreign { pid } => format!("pid {pid} is not owned by you (uid {me})"),
+            Keep::CmdlineMismatch { pid } => format!(
+                "the command line of pid {pid} contains none of the markers {}",
+                cx.desired.cleanup.markers.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ")
+            ),
+            Keep::Vanished { pid } => format!("pid {pid} could not be read (it may have exited while observing)"),
+            Keep::Protected(port) => format!("port {port} is in `cleanup.protectedPorts`"),
+            Keep::DeclaredForward { sandbox, .. } => format!("it is the live dashboard forward of declared sandbox `{sandbox}`"),
+            Keep::RegisteredSandbox { sandbox, port } => format!(
+                "port {port} belongs to sandbox `{sandbox}`, which is registered in the sandbox registry but not declared in the file; declare it, or remove it with NemoClaw"
+            ),
+            Keep::CleanupDisabled => "`cleanup.staleListeners` is false".to_owned(),
+        })
+        .collect();
+    (kind, parts.join("; "))
+}
+
+fn describe_group(group: &Group, procs: &[Option<&ProcessInfo>], me: u32) -> String {
+    let parts: Vec<String> = group
+        .pids
+        .iter()
+        .zip(procs)
+        .map(|(pid, p)| match p {
+            Some(p) => describe_process(p, me),
+            None => format!("pid {pid}"),
+        })
+        .collect();
+    parts.join(" and ")
+}
+
+/// `pid 4242 `openclaw-gateway --port 18789` (uid 1000, alice)`.
+pub(crate) fn describe_process(p: &ProcessInfo, me: u32) -> String {
+    let mut command = p.command();
+    if command.chars().count() > 80 {
+        command = command.chars().take(77).collect::<String>() + "...";
+    }
+    let user = match (&p.user, p.uid == me) {
+        (Some(u), _) => format!("uid {}, {u}", p.uid),
+        (None, true) => format!("uid {}, you", p.uid),
+        (None, false) => format!("uid {}", p.uid),
+    };
+    format!("pid {} `{command}` ({user})", p.pid)
+}
+
+fn join_ports(ports: &BTreeSet<u16>) -> String {
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    match list.len() {
+        1 => format!("port {}", list[0]),
+        _ => format!("ports {}", list.join(", ")),
+    }
+}

@@ -1,0 +1,128 @@
+//! The planner: a pure function from desired state, observed state and options to a [`Plan`].
+//!
+//! No I/O, no clock, no environment, no randomness: equal inputs give byte-identical plans, so a
+//! plan can be reviewed, snapshotted, and re-checked. Every decision is made here; `apply` only
+//! carries out what a step says.
+
+mod listeners;
+pub mod render;
+pub mod step;
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+pub use step::{Action, Blocked, Finding, FindingKind, Risk, Step, StopProcess, Target};
+
+use crate::model::{Desired, DesiredSource, Observed};
+
+/// Version of the JSON plan format (`nemoclaw plan -o json`). Minor bumps are additive.
+pub const PLAN_FORMAT_VERSION: &str = "1.0";
+
+/// Consent and other knobs that change what the planner may propose.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanOptions {
+    /// Risk classes above the default (`disrupt`) that the user consented to with `--allow`.
+    pub allow: BTreeSet<Risk>,
+}
+
+/// An ordered set of steps and the findings that explain what is left alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The desired-state file this plan was computed from.
+    pub desired: DesiredSource,
+    /// Steps in execution order; each step's dependencies come before it.
+    pub steps: Vec<Step>,
+    /// Things noticed and deliberately not acted on.
+    pub findings: Vec<Finding>,
+}
+
+impl Plan {
+    /// Steps that will run: not blocked, and not read-only.
+    pub fn changes(&self) -> impl Iterator<Item = &Step> {
+        self.steps
+            .iter()
+            .filter(|s| s.blocked.is_none() && s.risk > Risk::Read)
+    }
+
+    /// Returns whether any step would change the host.
+    #[must_use]
+    pub fn has_changes(&self) -> bool {
+        self.changes().next().is_some()
+    }
+
+    /// Returns whether any step is blocked.
+    #[must_use]
+    pub fn is_blocked(&self) -> bool {
+        self.steps.iter().any(|s| s.blocked.is_some())
+    }
+
+    /// Returns whether the plan has nothing to do and nothing in the way.
+    #[must_use]
+    pub fn is_converged(&self) -> bool {
+        !self.has_changes() && !self.is_blocked()
+    }
+}
+
+/// Computes the steps that move `observed` toward `desired`.
+#[must_use]
+pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Plan {
+    let mut b = Builder::default();
+    listeners::plan(desired, observed, &mut b);
+    b.finish(desired, options)
+}
+
+/// Collects steps and findings while planning, then orders them and applies consent.
+#[derive(Default)]
+struct Builder {
+    steps: Vec<Step>,
+    findings: Vec<Finding>,
+}
+
+impl Builder {
+    fn step(&mut self, step: Step) {
+        if !self.steps.iter().any(|s| s.id == step.id) {
+            self.steps.push(step);
+        }
+    }
+
+    fn finding(&mut self, address: &str, kind: FindingKind, message: String) {
+        self.findings.push(Finding {
+            address: address.to_owned(),
+            kind,
+            message,
+        });
+    }
+
+    fn finish(mut self, desired: &Desired, options: &PlanOptions) -> Plan {
+        for step in &mut self.steps {
+            let needs_consent = step.risk > Risk::Disrupt && !options.allow.contains(&step.risk);
+            if needs_consent && step.blocked.is_none() {
+                step.blocked = Some(Blocked {
+                    reason: format!("`{}` steps need explicit consent", step.risk),
+                    allow: Some(format!("--allow {}", step.risk)),
+                });
+            }
+        }
+        // Least risky first (non-destructive first), then by address; the stable sort keeps a
+        // dependency before its dependent because both share risk and address order.
+        self.steps.sort_by_key(|a| (a.risk, sort_key(&a.address)));
+        self.findings.sort();
+        self.findings.dedup();
+        Plan {
+            desired: desired.source.clone(),
+            steps: self.steps,
+            findings: self.findings,
+        }
+    }
+}
+
+/// Orders `port.9` before `port.10`: numeric parts compare as numbers.
+fn sort_key(address: &str) -> (String, u64) {
+    match address.rsplit_once('.') {
+        Some((kind, n)) if n.bytes().all(|b| b.is_ascii_digit()) => {
+            (kind.to_owned(), n.parse().unwrap_or(0))
+        }
+        _ => (address.to_owned(), 0),
+    }
+}

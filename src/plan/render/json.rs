@@ -1,0 +1,80 @@
+//! The JSON plan (`nemoclaw plan -o json`): a stable wire format, separate from internal types.
+//!
+//! `format_version` follows Terraform's rule: a minor bump only adds keys, and consumers ignore
+//! keys they do not know. `docs/plan-json.md` documents every key.
+
+use serde_json::{Map, Value, json};
+
+use crate::plan::{PLAN_FORMAT_VERSION, Plan, Step, Target};
+
+/// Returns the plan as a JSON value.
+#[must_use]
+pub fn to_json(plan: &Plan) -> Value {
+    let steps: Vec<Value> = plan.steps.iter().map(step_json).collect();
+    let findings: Vec<Value> = plan
+        .findings
+        .iter()
+        .map(|f| json!({ "address": f.address, "kind": f.kind.as_str(), "message": f.message }))
+        .collect();
+    json!({
+        "format_version": PLAN_FORMAT_VERSION,
+        "desired": { "path": plan.desired.path, "sha256": plan.desired.sha256 },
+        "changes": plan.has_changes(),
+        "blocked": plan.is_blocked(),
+        "summary": {
+            "steps": plan.steps.len(),
+            "to_change": plan.changes().count(),
+            "blocked": plan.steps.iter().filter(|s| s.blocked.is_some()).count(),
+            "findings": plan.findings.len(),
+        },
+        "steps": steps,
+        "findings": findings,
+    })
+}
+
+/// Renders the plan as pretty JSON with a trailing newline.
+#[must_use]
+pub fn render_json(plan: &Plan) -> String {
+    let mut s = serde_json::to_string_pretty(&to_json(plan)).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+fn step_json(step: &Step) -> Value {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(step.id));
+    m.insert("address".into(), json!(step.address));
+    m.insert("action".into(), json!(step.action.as_str()));
+    m.insert("risk".into(), json!(step.risk.as_str()));
+    m.insert("reason".into(), json!(step.reason));
+    m.insert("depends_on".into(), json!(step.depends_on));
+    m.insert(
+        "blocked".into(),
+        step.blocked.as_ref().map_or(
+            Value::Null,
+            |b| json!({ "reason": b.reason, "allow": b.allow }),
+        ),
+    );
+    match &step.target {
+        Target::Process(p) => {
+            m.insert("pid".into(), json!(p.pid));
+            m.insert("port".into(), json!(p.ports.first()));
+            m.insert("ports".into(), json!(p.ports));
+            m.insert("start_time".into(), json!(p.start_time));
+            m.insert("uid".into(), json!(p.uid));
+            m.insert("cmdline".into(), json!(p.cmdline));
+            m.insert("wait_free".into(), json!(p.wait_free));
+            m.insert("term_grace_ms".into(), json!(p.term_grace.0));
+            m.insert("kill_grace_ms".into(), json!(p.kill_grace.0));
+            m.insert("port_free_timeout_ms".into(), json!(p.port_free_timeout.0));
+        }
+        Target::Port { port, holders } => {
+            m.insert("port".into(), json!(port));
+            m.insert("holders".into(), json!(holders));
+        }
+        Target::Ports { range } => {
+            m.insert("ports".into(), json!(range));
+        }
+    }
+    Value::Object(m)
+}

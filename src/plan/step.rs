@@ -1,0 +1,211 @@
+//! The vocabulary of a plan: steps, risks, actions, findings.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Millis;
+
+/// How much a step can hurt. Ordered: each class is riskier than the one before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Risk {
+    /// Looks, changes nothing.
+    Read,
+    /// Adds or starts something; nothing running is disturbed.
+    Create,
+    /// Stops or restarts a process or container; no persistent data is lost.
+    Disrupt,
+    /// Recreates a container or rotates secrets.
+    Replace,
+    /// Deletes volumes, PVCs or sandboxes: data is lost.
+    Destroy,
+}
+
+impl Risk {
+    /// Every class, least risky first.
+    pub const ALL: [Self; 5] = [
+        Self::Read,
+        Self::Create,
+        Self::Disrupt,
+        Self::Replace,
+        Self::Destroy,
+    ];
+
+    /// The name used in output and in `--allow`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Create => "create",
+            Self::Disrupt => "disrupt",
+            Self::Replace => "replace",
+            Self::Destroy => "destroy",
+        }
+    }
+}
+
+impl fmt::Display for Risk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a step does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Stop a process: SIGTERM through a pidfd, wait, SIGKILL, wait; then wait for its ports to be
+    /// free in the kernel's socket table.
+    Stop,
+    /// Free a port a declared sandbox needs. Only ever planned blocked: the holder is not the
+    /// engine's to stop, so a person must act.
+    FreePort,
+    /// Observe again what could not be observed. Only ever planned blocked.
+    Observe,
+}
+
+impl Action {
+    /// The name used in output.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::FreePort => "free-port",
+            Self::Observe => "observe",
+        }
+    }
+}
+
+/// Why a step will not run, and what would let it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocked {
+    /// Why it is blocked.
+    pub reason: String,
+    /// The `--allow` value that unblocks it, or `None` when a person must change the host or file.
+    pub allow: Option<String>,
+}
+
+/// One planned step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// Stable id: `<action>:<address>`.
+    pub id: String,
+    /// The resource acted on: `process.4242`, `port.18789`.
+    pub address: String,
+    /// What is done.
+    pub action: Action,
+    /// How much it can hurt.
+    pub risk: Risk,
+    /// Why, citing the observed facts.
+    pub reason: String,
+    /// Ids of steps that must succeed first.
+    pub depends_on: Vec<String>,
+    /// Set when the step will not run.
+    pub blocked: Option<Blocked>,
+    /// What exactly is acted on, with the facts the step was planned against.
+    pub target: Target,
+}
+
+/// The object of a step, carrying every fact `apply` re-checks before acting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Target {
+    /// A process holding listeners.
+    Process(StopProcess),
+    /// A port.
+    Port {
+        /// The port.
+        port: u16,
+        /// Pids seen holding it (empty when unknown).
+        holders: Vec<u32>,
+    },
+    /// A range of ports that could not be observed.
+    Ports {
+        /// The range, as `A-B`.
+        range: String,
+    },
+}
+
+/// Everything needed to stop one process safely, decided at plan time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopProcess {
+    /// Process id.
+    pub pid: u32,
+    /// Start time (clock ticks after boot): with the pid, the process's identity.
+    pub start_time: u64,
+    /// Real uid seen at plan time.
+    pub uid: u32,
+    /// Full command line seen at plan time.
+    pub cmdline: Vec<String>,
+    /// Ports it listens on in the managed range.
+    pub ports: Vec<u16>,
+    /// Ports to confirm free after it ended (empty when another holder of the same socket is
+    /// stopped by a later step, which then waits instead).
+    pub wait_free: Vec<u16>,
+    /// Wait after SIGTERM.
+    pub term_grace: Millis,
+    /// Wait after SIGKILL.
+    pub kill_grace: Millis,
+    /// Budget for the port to show free.
+    pub port_free_timeout: Millis,
+}
+
+/// Something the plan noticed and will not act on. Findings never change the exit code.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Finding {
+    /// The resource it is about.
+    pub address: String,
+    /// A stable code for scripts.
+    pub kind: FindingKind,
+    /// What was seen and why it is left alone.
+    pub message: String,
+}
+
+/// Kinds of findings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    /// The listener's process belongs to another user.
+    ForeignOwner,
+    /// The listener's command line has no cleanup marker.
+    CmdlineMismatch,
+    /// The port is in `cleanup.protectedPorts`.
+    ProtectedPort,
+    /// The listener's process could not be identified.
+    OwnerUnknown,
+    /// The sandbox registry could not be read.
+    RegistryUnknown,
+    /// The port belongs to a registered sandbox that the file does not declare.
+    RegisteredSandbox,
+    /// The listener is the live dashboard forward of a declared sandbox.
+    DeclaredForward,
+    /// The listener is this process or one of its ancestors.
+    EngineProcess,
+    /// Stale-listener cleanup is turned off in the file.
+    CleanupDisabled,
+    /// Listening sockets could not be read.
+    ListenersUnknown,
+    /// Forward pid files could not be read.
+    ForwardsUnknown,
+}
+
+impl FindingKind {
+    /// The code used in output.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ForeignOwner => "foreign-owner",
+            Self::CmdlineMismatch => "cmdline-mismatch",
+            Self::ProtectedPort => "protected-port",
+            Self::OwnerUnknown => "owner-unknown",
+            Self::RegistryUnknown => "registry-unknown",
+            Self::RegisteredSandbox => "registered-sandbox",
+            Self::DeclaredForward => "declared-forward",
+            Self::EngineProcess => "engine-process",
+            Self::CleanupDisabled => "cleanup-disabled",
+            Self::ListenersUnknown => "listeners-unknown",
+            Self::ForwardsUnknown => "forwards-unknown",
+        }
+    }
+}

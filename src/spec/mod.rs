@@ -1,0 +1,55 @@
+//! The desired-state file: parse, check against the schema, resolve into [`Desired`].
+//!
+//! Loading is all-or-nothing: a file with any problem yields every diagnostic and no
+//! [`Desired`], so an invalid file can never reach the planner or the host.
+
+pub mod check;
+pub mod diagnostic;
+pub mod semantic;
+pub mod types;
+pub mod yaml;
+
+use sha2::{Digest, Sha256};
+
+pub use diagnostic::{Diagnostic, DocPath};
+pub use types::{API_VERSION, Spec, json_schema};
+
+use crate::model::{Desired, DesiredSource};
+
+/// Parses and validates a desired-state file. `path` is only used to label the result.
+pub fn load(path: &str, text: &str) -> Result<Desired, Vec<Diagnostic>> {
+    let (root, mut diags) = yaml::parse(text).map_err(|d| vec![*d])?;
+    let schema = json_schema();
+    diags.extend(check::check(&schema, &root));
+    if !diags.is_empty() {
+        diags.sort_by_key(|d| d.span);
+        return Err(diags);
+    }
+    let spec: Spec = serde_json::from_value(root.to_json()).map_err(|e| {
+        // The schema check should have caught this; report it rather than panic.
+        vec![
+            Diagnostic::error(
+                DocPath::root(),
+                format!("the file does not fit the schema: {e}"),
+            )
+            .with_span(root.span),
+        ]
+    })?;
+    let source = DesiredSource {
+        path: path.to_owned(),
+        sha256: sha256_hex(text.as_bytes()),
+    };
+    semantic::resolve(&spec, &root, source)
+}
+
+/// Returns the lowercase hex SHA-256 of `bytes`.
+#[must_use]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

@@ -1,0 +1,260 @@
+//! Checks that need more than the schema: port rules, uniqueness, names, durations.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::diagnostic::{Diagnostic, DocPath};
+use super::types::{RESERVED_GATEWAY_PORTS, Spec};
+use super::yaml::Node;
+use crate::model::{
+    Cleanup, Desired, DesiredSource, GatewayDesired, Millis, PortRange, SandboxDesired,
+};
+
+/// Resolves a structurally valid [`Spec`] into a [`Desired`], or returns every semantic problem.
+pub fn resolve(
+    spec: &Spec,
+    root: &Node,
+    source: DesiredSource,
+) -> Result<Desired, Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let mut err = |path: &str, message: String, expected: &str, hint: &str| {
+        let path = DocPath::parse(path);
+        let mut d = Diagnostic::error(path.clone(), message).with_span(root.span_of(&path));
+        if !expected.is_empty() {
+            d = d.with_expected(expected);
+        }
+        if !hint.is_empty() {
+            d = d.with_hint(hint);
+        }
+        diags.push(d);
+    };
+
+    let range = match PortRange::parse(&spec.dashboard.port_range) {
+        Ok(r) if r.start < 1024 => {
+            err(
+                "dashboard.portRange",
+                format!(
+                    "`dashboard.portRange` starts at {}, a privileged port",
+                    r.start
+                ),
+                "a range inside 1024-65535, such as `18789-18799`",
+                "",
+            );
+            r
+        }
+        Ok(r) => r,
+        Err(e) => {
+            err(
+                "dashboard.portRange",
+                format!("`dashboard.portRange` is not a port range: {e}"),
+                "`START-END`, inclusive, such as `18789-18799`",
+                "",
+            );
+            PortRange::DASHBOARD_DEFAULT
+        }
+    };
+
+    let gw = spec.gateway.port;
+    if range.contains(gw) {
+        err(
+            "gateway.port",
+            format!("`gateway.port` {gw} is inside the dashboard range {range}"),
+            &format!("a port outside {range}"),
+            "the gateway and the dashboards share no ports; the default gateway port is 8080",
+        );
+    }
+    if RESERVED_GATEWAY_PORTS.contains(&gw) {
+        err(
+            "gateway.port",
+            format!(
+                "`gateway.port` {gw} is reserved for local inference (vLLM/NIM 8000, Ollama 11434, its proxy 11435, Bedrock adapter 11436)"
+            ),
+            "a port other than 8000, 11434, 11435 and 11436",
+            "the default gateway port is 8080",
+        );
+    }
+
+    let protected: BTreeSet<u16> = spec.cleanup.protected_ports.iter().copied().collect();
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut ports: BTreeMap<u16, usize> = BTreeMap::new();
+    for (i, sb) in spec.sandboxes.iter().enumerate() {
+        let at = format!("sandboxes[{i}]");
+        if let Some(problem) = name_problem(&sb.name) {
+            err(
+                &format!("{at}.name"),
+                format!("sandbox name `{}` is not valid: {problem}", sb.name),
+                "1-63 characters: a lowercase letter first, then lowercase letters, digits and inner hyphens",
+                "for example `my-assistant`",
+            );
+        }
+        if let Some(first) = names.insert(&sb.name, i) {
+            err(
+                &format!("{at}.name"),
+                format!("sandbox `{}` is declared twice", sb.name),
+                "unique sandbox names",
+                &format!("it is first declared at `sandboxes[{first}]`; remove or rename one"),
+            );
+            names.insert(&sb.name, first);
+        }
+        let Some(port) = sb.dashboard_port else {
+            continue;
+        };
+        let path = format!("{at}.dashboardPort");
+        if !range.contains(port) {
+            err(
+                &path,
+                format!("`{path}` {port} is outside `dashboard.portRange` {range}"),
+                &format!("a port in {range}"),
+                "pick a port inside the range, or widen `dashboard.portRange`",
+            );
+        }
+        if port == gw {
+            err(
+                &path,
+                format!("`{path}` {port} is the gateway port"),
+                "a port other than `gateway.port`",
+                "",
+            );
+        }
+        if protected.contains(&port) {
+            err(
+                &path,
+                format!("`{path}` {port} is listed in `cleanup.protectedPorts`"),
+                "a dashboard port that the engine may claim",
+                "a protected port is never touched, so no sandbox can claim it; remove it from `cleanup.protectedPorts` or pick another port",
+            );
+        }
+        if let Some(first) = ports.insert(port, i) {
+            err(
+                &path,
+                format!("dashboard port {port} is claimed twice"),
+                "one sandbox per dashboard port",
+                &format!(
+                    "`sandboxes[{first}]` (`{}`) already claims it",
+                    spec.sandboxes[first].name
+                ),
+            );
+            ports.insert(port, first);
+        }
+    }
+
+    if protected.contains(&gw) {
+        err(
+            "cleanup.protectedPorts",
+            format!("`cleanup.protectedPorts` lists the gateway port {gw}"),
+            "ports the engine never manages",
+            "the gateway port is managed by the engine; remove it from `cleanup.protectedPorts`",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, port) in spec.cleanup.protected_ports.iter().enumerate() {
+        if !seen.insert(*port) {
+            err(
+                &format!("cleanup.protectedPorts[{i}]"),
+                format!("port {port} is listed twice in `cleanup.protectedPorts`"),
+                "each port once",
+                "",
+            );
+        }
+    }
+    for (i, marker) in spec.cleanup.markers.iter().enumerate() {
+        if marker.trim().chars().count() < 3 {
+            err(
+                &format!("cleanup.markers[{i}]"),
+                format!("marker `{marker}` is too short to identify a process safely"),
+                "at least 3 non-blank characters, such as `openclaw-gateway`",
+                "a marker is matched as a substring of the whole command line",
+            );
+        }
+    }
+
+    let mut duration = |key: &str, text: &str, max_ms: u64| -> Millis {
+        let path = format!("cleanup.{key}");
+        match Millis::parse(text) {
+            Ok(m) if m.0 == 0 => {
+                err(
+                    &path,
+                    format!("`{path}` is zero"),
+                    "a positive duration such as `1s`",
+                    "",
+                );
+                m
+            }
+            Ok(m) if m.0 > max_ms => {
+                err(
+                    &path,
+                    format!(
+                        "`{path}` {text} is longer than the limit of {}",
+                        Millis(max_ms)
+                    ),
+                    &format!("at most {}", Millis(max_ms)),
+                    "",
+                );
+                m
+            }
+            Ok(m) => m,
+            Err(e) => {
+                err(
+                    &path,
+                    format!("`{path}` is not a duration: {e}"),
+                    "a duration such as `500ms`, `1s` or `1.5s`",
+                    "",
+                );
+                Millis(1000)
+            }
+        }
+    };
+    let term_grace = duration("termGrace", &spec.cleanup.term_grace, 60_000);
+    let kill_grace = duration("killGrace", &spec.cleanup.kill_grace, 60_000);
+    let port_free_timeout = duration("portFreeTimeout", &spec.cleanup.port_free_timeout, 60_000);
+
+    if !diags.is_empty() {
+        diags.sort_by_key(|d| d.span);
+        return Err(diags);
+    }
+    Ok(Desired {
+        source,
+        gateway: GatewayDesired { port: gw },
+        dashboard: range,
+        sandboxes: spec
+            .sandboxes
+            .iter()
+            .map(|s| SandboxDesired {
+                name: s.name.clone(),
+                dashboard_port: s.dashboard_port,
+            })
+            .collect(),
+        cleanup: Cleanup {
+            stale_listeners: spec.cleanup.stale_listeners,
+            markers: spec.cleanup.markers.clone(),
+            protected_ports: protected,
+            term_grace,
+            kill_grace,
+            port_free_timeout,
+        },
+    })
+}
+
+/// Returns what is wrong with a sandbox name, if anything.
+#[must_use]
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() {
+        return Some("it is empty");
+    }
+    if bytes.len() > 63 {
+        return Some("it is longer than 63 characters");
+    }
+    if !bytes[0].is_ascii_lowercase() {
+        return Some("it must start with a lowercase letter");
+    }
+    if bytes
+        .iter()
+        .any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-'))
+    {
+        return Some("it may hold only lowercase letters, digits and hyphens");
+    }
+    if bytes.ends_with(b"-") {
+        return Some("it must not end with a hyphen");
+    }
+    None
+}

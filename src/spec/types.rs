@@ -1,0 +1,185 @@
+//! The desired-state file as written (`nemoclaw.yaml`, `apiVersion: nemoclaw.io/v1alpha1`).
+//!
+//! These types define the JSON Schema (`nemoclaw schema`), and the structural checker validates
+//! files against that schema, so what the schema says is exactly what the checker enforces. Keys
+//! are camelCase like Kubernetes manifests; unknown keys are errors.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The only accepted `apiVersion`.
+pub const API_VERSION: &str = "nemoclaw.io/v1alpha1";
+
+/// Markers used when `cleanup.markers` is not given.
+pub const DEFAULT_MARKERS: [&str; 3] =
+    ["openclaw-gateway", "openshell forward", "openshell-forward"];
+
+/// Ports the gateway may never use: vLLM/NIM, Ollama, the Ollama auth proxy, the Bedrock adapter.
+pub const RESERVED_GATEWAY_PORTS: [u16; 4] = [8000, 11434, 11435, 11436];
+
+/// Desired state of one NemoClaw host: its gateway, dashboard ports, sandboxes and cleanup policy.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "nemoclaw desired state (nemoclaw.io/v1alpha1)")]
+pub struct Spec {
+    /// Version of this file format. Always `nemoclaw.io/v1alpha1`.
+    pub api_version: ApiVersion,
+    /// Kind of document. Always `Host`.
+    pub kind: Kind,
+    /// The OpenShell gateway.
+    #[serde(default)]
+    pub gateway: GatewaySpec,
+    /// The dashboard port pool shared by all sandboxes.
+    #[serde(default)]
+    pub dashboard: DashboardSpec,
+    /// The sandboxes this host runs.
+    #[serde(default)]
+    pub sandboxes: Vec<SandboxSpec>,
+    /// How stale dashboard listeners are recognised and stopped.
+    #[serde(default)]
+    pub cleanup: CleanupSpec,
+}
+
+/// `apiVersion` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ApiVersion {
+    /// The first, alpha version of the format.
+    #[serde(rename = "nemoclaw.io/v1alpha1")]
+    V1Alpha1,
+}
+
+/// `kind` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Kind {
+    /// A whole host.
+    Host,
+}
+
+/// The OpenShell gateway.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// Host port of the gateway: 1024-65535, outside the dashboard range, and not 8000, 11434,
+    /// 11435 or 11436 (local inference ports).
+    #[serde(default = "default_gateway_port")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub port: u16,
+}
+
+/// The dashboard port pool.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DashboardSpec {
+    /// Inclusive range of host ports for sandbox dashboards, as `START-END`.
+    #[serde(default = "default_port_range")]
+    #[schemars(regex(pattern = r"^[0-9]{1,5}(-[0-9]{1,5})?$"))]
+    pub port_range: String,
+}
+
+/// One sandbox.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SandboxSpec {
+    /// Sandbox name: 1-63 characters, a lowercase letter first, then lowercase letters, digits
+    /// and inner hyphens.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Host port of this sandbox's dashboard. Must be inside `dashboard.portRange` and unique.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub dashboard_port: Option<u16>,
+}
+
+/// Stale-listener cleanup policy.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CleanupSpec {
+    /// Stop stale listeners in the dashboard range: processes you own whose command line contains
+    /// a marker and that no sandbox accounts for.
+    #[serde(default = "default_true")]
+    pub stale_listeners: bool,
+    /// Substrings of a full command line that mark a listener as a NemoClaw/OpenShell process.
+    #[serde(default = "default_markers")]
+    pub markers: Vec<String>,
+    /// Ports that are never touched, whatever listens there.
+    #[serde(default)]
+    pub protected_ports: Vec<u16>,
+    /// Wait after SIGTERM before SIGKILL (`500ms`, `1s`, `1.5s`, `2m`).
+    #[serde(default = "default_grace")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$"))]
+    pub term_grace: String,
+    /// Wait after SIGKILL before giving up on the process.
+    #[serde(default = "default_grace")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$"))]
+    pub kill_grace: String,
+    /// How long to poll the kernel's socket table for the port to be free after the process ended.
+    #[serde(default = "default_port_free_timeout")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$"))]
+    pub port_free_timeout: String,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        Self {
+            port: default_gateway_port(),
+        }
+    }
+}
+
+impl Default for DashboardSpec {
+    fn default() -> Self {
+        Self {
+            port_range: default_port_range(),
+        }
+    }
+}
+
+impl Default for CleanupSpec {
+    fn default() -> Self {
+        Self {
+            stale_listeners: true,
+            markers: default_markers(),
+            protected_ports: Vec::new(),
+            term_grace: default_grace(),
+            kill_grace: default_grace(),
+            port_free_timeout: default_port_free_timeout(),
+        }
+    }
+}
+
+fn default_gateway_port() -> u16 {
+    8080
+}
+fn default_port_range() -> String {
+    "18789-18799".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_markers() -> Vec<String> {
+    DEFAULT_MARKERS.iter().map(|m| (*m).to_owned()).collect()
+}
+fn default_grace() -> String {
+    "1s".to_owned()
+}
+fn default_port_free_timeout() -> String {
+    "2s".to_owned()
+}
+
+/// Returns the JSON Schema of the file, as committed in `schemas/nemoclaw.schema.json`.
+#[must_use]
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(Spec)).unwrap_or_default();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert(
+            "$id".to_owned(),
+            serde_json::Value::String(
+                "https://nemoclaw.io/schemas/v1alpha1/nemoclaw.schema.json".to_owned(),
+            ),
+        );
+    }
+    schema
+}
