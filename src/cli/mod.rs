@@ -74,8 +74,10 @@ enum Command {
     /// Print what is on this host now (listeners, processes, registry, forwards).
     Observe(observe::Args),
     /// Show what apply would do, and why, without changing anything.
+    #[command(after_long_help = AFTER_HELP)]
     Plan(plan::Args),
     /// Carry out the plan: shows it, asks, acts, then checks the host converged.
+    #[command(after_long_help = AFTER_HELP)]
     Apply(apply::Args),
 }
 

@@ -104,9 +104,11 @@ impl Builder {
                 });
             }
         }
-        // Least risky first (non-destructive first), then by address; the stable sort keeps a
-        // dependency before its dependent because both share risk and address order.
-        self.steps.sort_by_key(|a| (a.risk, sort_key(&a.address)));
+        // Least risky first (non-destructive first), then by the port a step frees, so the
+        // sandbox's port comes before strays. The sort is stable and a group's steps share risk
+        // and port, so a dependency stays before its dependent.
+        self.steps
+            .sort_by_key(|s| (s.risk, first_port(&s.target), sort_key(&s.address)));
         self.findings.sort();
         self.findings.dedup();
         Plan {
@@ -114,6 +116,14 @@ impl Builder {
             steps: self.steps,
             findings: self.findings,
         }
+    }
+}
+
+fn first_port(target: &Target) -> u16 {
+    match target {
+        Target::Process(p) => p.ports.first().copied().unwrap_or(0),
+        Target::Port { port, .. } => *port,
+        Target::Ports { .. } => 0,
     }
 }
 

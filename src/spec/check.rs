@@ -53,7 +53,10 @@ fn walk(root: &J, schema: &J, node: &Node, path: &DocPath, out: &mut Vec<Diagnos
                 .join(" or ");
             let mut d = Diagnostic::error(
                 path.clone(),
-                format!("`{path}` is {}", node.value.describe()),
+                format!(
+                    "`{path}` has an unsupported value: {}",
+                    node.value.describe()
+                ),
             )
             .with_span(node.span)
             .with_expected(list);
@@ -180,14 +183,15 @@ fn check_map(
     {
         let Some(name) = req.as_str() else { continue };
         if !entries.iter().any(|(k, _)| k.name == name) {
-            let prop = props.get(name).map(|p| resolve(root, p));
+            // Point at the mapping's first key: the mapping's own mark sits after it.
+            let at = entries.first().map_or(node.span, |(k, _)| k.span);
             let mut d = Diagnostic::error(
                 path.key(name),
                 format!("missing required key `{}`", path.key(name)),
             )
-            .with_span(node.span);
-            if let Some(p) = prop {
-                d = d.with_expected(format!("`{name}: {}`", example_value(p)));
+            .with_span(at);
+            if let Some(p) = props.get(name) {
+                d = d.with_expected(format!("`{name}: {}`", example_value(resolve(root, p))));
                 d = d.with_hint(description_hint(p));
             }
             out.push(d);

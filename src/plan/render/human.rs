@@ -53,9 +53,9 @@ fn color_of(step: &Step) -> &'static str {
 fn headline(step: &Step) -> &'static str {
     match (step.action, step.blocked.is_some()) {
         (Action::Stop, false) => "will be stopped",
-        (Action::Stop, true) => "would be stopped, but is blocked",
-        (Action::FreePort, _) => "must be freed, but is blocked",
-        (Action::Observe, _) => "could not be observed; blocked",
+        (Action::Stop, true) => "would be stopped",
+        (Action::FreePort, _) => "must be freed",
+        (Action::Observe, _) => "must be observed",
     }
 }
 
@@ -81,7 +81,10 @@ pub fn render_human(plan: &Plan, style: Style) -> String {
         }
     }
     if !plan.findings.is_empty() {
-        let _ = writeln!(out);
+        // Every step ends with a blank line already.
+        if plan.steps.is_empty() {
+            let _ = writeln!(out);
+        }
         let _ = writeln!(
             out,
             "Findings (information only; they do not change the exit code):"
@@ -96,7 +99,9 @@ pub fn render_human(plan: &Plan, style: Style) -> String {
             );
         }
     }
-    let _ = writeln!(out);
+    if !plan.findings.is_empty() || plan.steps.is_empty() {
+        let _ = writeln!(out);
+    }
     let _ = writeln!(out, "{}", summary(plan));
     out
 }

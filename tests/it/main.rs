@@ -1,0 +1,13 @@
+//! One integration-test binary (one link instead of one per file). Modules by tier:
+//!
+//! - `planner`, `props`: the pure planner against observations built in code.
+//! - `spec_files`: the schema, `examples/` and `examples/invalid/`.
+//! - `cli`: the binary's contract (exit codes, usage errors, offline planning).
+//! - `host`: real processes, real signals, the real socket table.
+
+mod cli;
+mod host;
+mod planner;
+mod props;
+mod spec_files;
+mod support;

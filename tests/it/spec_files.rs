@@ -1,0 +1,90 @@
+//! The committed schema, the examples, and the invalid examples' diagnostics.
+
+use std::path::{Path, PathBuf};
+
+use crate::snap;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn committed_schema_is_fresh() {
+    let path = root().join("schemas/nemoclaw.schema.json");
+    let generated = serde_json::to_string_pretty(&nemoclaw::spec::json_schema()).unwrap() + "\n";
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != generated {
+        let diff = similar::TextDiff::from_lines(&committed, &generated)
+            .unified_diff()
+            .header("committed", "generated")
+            .to_string();
+        panic!(
+            "schemas/nemoclaw.schema.json is stale; run `cargo run -q -- schema > schemas/nemoclaw.schema.json`\n{diff}"
+        );
+    }
+}
+
+#[test]
+fn every_example_starts_with_the_schema_comment_and_validates() {
+    let files = yaml_files(&root().join("examples"));
+    assert!(!files.is_empty());
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.starts_with("# yaml-language-server: $schema="),
+            "{} must start with a `# yaml-language-server: $schema=` comment",
+            f.display()
+        );
+        if let Err(d) = nemoclaw::spec::load(&f.display().to_string(), &text) {
+            panic!("{} is invalid: {d:#?}", f.display());
+        }
+    }
+}
+
+#[test]
+fn every_invalid_example_fails_with_its_diagnostics() {
+    let files = yaml_files(&root().join("examples/invalid"));
+    assert!(files.len() >= 5, "keep a spread of invalid examples");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let shown = format!(
+            "examples/invalid/{}",
+            f.file_name().unwrap().to_string_lossy()
+        );
+        let diags =
+            nemoclaw::spec::load(&shown, &text).expect_err(&format!("{shown} must be invalid"));
+        assert!(
+            diags.iter().all(|d| d.span.is_some()),
+            "{shown}: every diagnostic has a position"
+        );
+        let rendered: String = diags
+            .iter()
+            .map(|d| d.render(&shown, &text, false))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let name = f.file_stem().unwrap().to_string_lossy().to_string();
+        snap!(format!("invalid-{name}"), rendered);
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\ngateway:\n  prot: 8080\nsandboxes:\n  - name: Bad_Name\n    dashboardPort: 18789\n  - name: ok\n    dashbordPort: 18790\ncleanup:\n  termGrace: 5\n";
+    let diags = nemoclaw::spec::load("f.yaml", text).unwrap_err();
+    let lines: Vec<usize> = diags.iter().map(|d| d.span.unwrap().line).collect();
+    assert_eq!(
+        lines,
+        vec![4, 9, 11],
+        "structural problems first, all of them: {diags:#?}"
+    );
+}

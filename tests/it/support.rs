@@ -1,0 +1,204 @@
+//! Shared test helpers: observations built in code, desired files from text, snapshot settings.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use nemoclaw::model::{
+    Desired, ForwardContent, ForwardPidFile, Holders, HostFacts, Listener, OBSERVED_FORMAT_VERSION,
+    Observation, Observed, PortRange, ProcessInfo, Registry, RegistryEntry,
+};
+
+/// The uid the engine acts for in fixtures.
+pub const ME: u32 = 1000;
+
+/// Snapshots live in the top-level `snapshots/` folder.
+#[macro_export]
+macro_rules! snap {
+    ($name:expr, $value:expr) => {
+        insta::with_settings!({
+            snapshot_path => concat!(env!("CARGO_MANIFEST_DIR"), "/snapshots"),
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!($name, $value);
+        })
+    };
+}
+
+/// Parses a desired-state file or panics with its diagnostics.
+pub fn desired(yaml: &str) -> Desired {
+    nemoclaw::spec::load("nemoclaw.yaml", yaml)
+        .unwrap_or_else(|d| panic!("invalid test file: {d:#?}"))
+}
+
+/// A desired file with the default range and the given sandboxes and cleanup lines.
+pub fn desired_with(sandboxes: &str, cleanup: &str) -> Desired {
+    desired(&format!(
+        "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\nsandboxes:\n{sandboxes}\ncleanup:\n{cleanup}\n"
+    ))
+}
+
+/// An observation being built.
+pub struct Host(pub Observed);
+
+impl Host {
+    /// An idle host: nothing listens, no registry, no forwards; the engine is pid 1.
+    pub fn new() -> Self {
+        Self(Observed {
+            format_version: OBSERVED_FORMAT_VERSION.to_owned(),
+            host: HostFacts {
+                invoking_uid: ME,
+                invoking_user: Some("alice".to_owned()),
+                engine_pid: 100,
+                engine_ancestors: vec![90, 1],
+                listener_source: "netlink".to_owned(),
+            },
+            scanned_ports: vec![
+                PortRange::DASHBOARD_DEFAULT,
+                PortRange {
+                    start: 8080,
+                    end: 8080,
+                },
+            ],
+            listeners: Observation::Known { value: Vec::new() },
+            processes: BTreeMap::new(),
+            registry: Observation::Known {
+                value: Registry {
+                    path: "/home/alice/.nemoclaw/sandboxes.json".to_owned(),
+                    present: false,
+                    sandboxes: BTreeMap::new(),
+                    default_sandbox: None,
+                },
+            },
+            forwards: Observation::Known { value: Vec::new() },
+        })
+    }
+
+    /// A process.
+    pub fn process(mut self, pid: u32, uid: u32, cmdline: &str) -> Self {
+        let user = match uid {
+            ME => Some("alice".to_owned()),
+            0 => Some("root".to_owned()),
+            65534 => Some("nobody".to_owned()),
+            _ => None,
+        };
+        self.0.processes.insert(
+            pid,
+            ProcessInfo {
+                pid,
+                start_time: 5000 + u64::from(pid),
+                uid,
+                user,
+                cmdline: cmdline.split(' ').map(str::to_owned).collect(),
+            },
+        );
+        self
+    }
+
+    /// A listening socket on 127.0.0.1 held by `pids`.
+    pub fn listen(self, port: u16, pids: &[u32]) -> Self {
+        self.listen_at("127.0.0.1", port, pids)
+    }
+
+    /// A listening socket on `address` held by `pids`.
+    pub fn listen_at(mut self, address: &str, port: u16, pids: &[u32]) -> Self {
+        let uid = pids
+            .first()
+            .and_then(|p| self.0.processes.get(p))
+            .map_or(ME, |p| p.uid);
+        let address: IpAddr = address.parse().unwrap();
+        self.push(Listener {
+            port,
+            address,
+            inode: 70_000 + u64::from(port) * 10 + u64::from(address.is_ipv6()),
+            socket_uid: uid,
+            holders: Holders::Known {
+                pids: pids.to_vec(),
+            },
+        });
+        self
+    }
+
+    /// A listening socket whose holder could not be found.
+    pub fn listen_unknown(mut self, port: u16, socket_uid: u32) -> Self {
+        self.push(Listener {
+            port,
+            address: "0.0.0.0".parse().unwrap(),
+            inode: 90_000 + u64::from(port),
+            socket_uid,
+            holders: Holders::Unknown {
+                reason: "no process in this pid namespace holds it".to_owned(),
+            },
+        });
+        self
+    }
+
+    fn push(&mut self, l: Listener) {
+        let Observation::Known { value } = &mut self.0.listeners else {
+            panic!("listeners unknown")
+        };
+        value.push(l);
+        value.sort();
+    }
+
+    /// A registry entry.
+    pub fn registered(mut self, name: &str, port: Option<u16>) -> Self {
+        let Observation::Known { value } = &mut self.0.registry else {
+            panic!("registry unknown")
+        };
+        value.present = true;
+        value.sandboxes.insert(
+            name.to_owned(),
+            RegistryEntry {
+                name: name.to_owned(),
+                dashboard_port: port,
+                gateway_name: None,
+                gateway_port: None,
+            },
+        );
+        self
+    }
+
+    /// An unreadable registry.
+    pub fn registry_unknown(mut self) -> Self {
+        self.0.registry = Observation::Unknown {
+            reason:
+                "/home/alice/.nemoclaw/sandboxes.json:1:2: not valid JSON: key must be a string"
+                    .to_owned(),
+        };
+        self
+    }
+
+    /// A forward pid file.
+    pub fn forward(mut self, sandbox: &str, port: u16, pid: u32) -> Self {
+        let Observation::Known { value } = &mut self.0.forwards else {
+            panic!("forwards unknown")
+        };
+        value.push(ForwardPidFile {
+            path: format!("/home/alice/.config/openshell/forwards/{sandbox}-{port}.pid"),
+            sandbox: sandbox.to_owned(),
+            port,
+            content: Observation::Known {
+                value: ForwardContent {
+                    pid,
+                    sandbox_id: format!("id-{sandbox}"),
+                    bind: "127.0.0.1".to_owned(),
+                },
+            },
+        });
+        self
+    }
+
+    /// Listeners could not be read at all.
+    pub fn listeners_unknown(mut self) -> Self {
+        self.0.listeners = Observation::Unknown {
+            reason: "netlink sock_diag failed (EPERM) and so did /proc/net/tcp (EACCES)".to_owned(),
+        };
+        self
+    }
+
+    /// The finished observation.
+    pub fn build(self) -> Observed {
+        self.0
+    }
+}
