@@ -53,7 +53,9 @@ fn spawn(argv0: &str, script: &str, args: &[String]) -> Proc {
         .spawn()
         .expect("python3");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), "ready");
     Proc(child)
 }
@@ -73,7 +75,9 @@ fn seed(range: PortRange) -> usize {
         }
     }
     for pid in &pids {
-        let _ = Command::new("ps").args(["-o", "user=", "-o", "args=", "-p", pid]).output();
+        let _ = Command::new("ps")
+            .args(["-o", "user=", "-o", "args=", "-p", pid])
+            .output();
     }
     pids.len()
 }
@@ -92,28 +96,55 @@ fn median_ms(runs: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
 }
 
 fn main() {
-    let base: u16 = std::env::var("NEMOCLAW_BENCH_BASE").ok().and_then(|s| s.parse().ok()).unwrap_or(18789);
-    let range = PortRange { start: base, end: base + 10 };
+    let base: u16 = std::env::var("NEMOCLAW_BENCH_BASE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(18789);
+    let range = PortRange {
+        start: base,
+        end: base + 10,
+    };
     let ns: Vec<usize> = std::env::var("NEMOCLAW_BENCH_N")
         .unwrap_or_else(|_| "10,1000,5000".to_owned())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let ports: Vec<u16> = range.ports().collect();
-    assert_eq!(observe::probe_ports(&ports), observe::PortState::Free, "the range {range} must be free");
+    assert_eq!(
+        observe::probe_ports(&ports),
+        observe::PortState::Free,
+        "the range {range} must be free"
+    );
     let p = |i: u16| (base + i).to_string();
     // The perf-baseline setup: five fake gateways on six of the eleven ports.
     let _gw = [
-        spawn("openclaw-gateway", GATEWAY, &[format!("127.0.0.1:{}", p(0))]),
+        spawn(
+            "openclaw-gateway",
+            GATEWAY,
+            &[format!("127.0.0.1:{}", p(0))],
+        ),
         spawn("openclaw-gateway", GATEWAY, &[format!("0.0.0.0:{}", p(1))]),
         spawn("openclaw-gateway", GATEWAY, &[format!("[::1]:{}", p(2))]),
-        spawn("openshell-forward", GATEWAY, &[format!("127.0.0.1:{}", p(3))]),
-        spawn("openshell-gateway", GATEWAY, &[format!("127.0.0.1:{}", p(4)), format!("[::]:{}", p(5))]),
+        spawn(
+            "openshell-forward",
+            GATEWAY,
+            &[format!("127.0.0.1:{}", p(3))],
+        ),
+        spawn(
+            "openshell-gateway",
+            GATEWAY,
+            &[format!("127.0.0.1:{}", p(4)), format!("[::]:{}", p(5))],
+        ),
     ];
     let busy_range = range;
-    let free_range = PortRange { start: base + 6, end: base + 10 };
+    let free_range = PortRange {
+        start: base + 6,
+        end: base + 10,
+    };
 
-    println!("| other listeners | seed: 11 lsof + ps | nemoclaw scan (netlink) | nemoclaw scan (/proc/net) | netlink dump only | /proc/net read only | scan, nothing in range | seed / nemoclaw |");
+    println!(
+        "| other listeners | seed: 11 lsof + ps | nemoclaw scan (netlink) | nemoclaw scan (/proc/net) | netlink dump only | /proc/net read only | scan, nothing in range | seed / nemoclaw |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for n in ns {
         let _crowd = spawn("bench-crowd", CROWD, &[n.to_string()]);
@@ -130,8 +161,16 @@ fn main() {
         });
         let (pn, pn_lo, pn_hi) = median_ms(50, || {
             let raw = sockets::proc_net_listening().unwrap();
-            let inodes = raw.iter().filter(|s| busy_range.contains(s.port)).map(|s| s.inode).collect();
-            let uids = raw.iter().filter(|s| busy_range.contains(s.port)).map(|s| s.uid).collect();
+            let inodes = raw
+                .iter()
+                .filter(|s| busy_range.contains(s.port))
+                .map(|s| s.inode)
+                .collect();
+            let uids = raw
+                .iter()
+                .filter(|s| busy_range.contains(s.port))
+                .map(|s| s.uid)
+                .collect();
             std::hint::black_box(observe::procfs::find_holders(&inodes, &uids));
         });
         let (dump, _, _) = median_ms(100, || {
