@@ -1,17 +1,10 @@
 //! The binary's contract: exit codes, usage errors, and planning offline from a snapshot.
 
-use std::process::Command;
-
 use crate::support::{Host, ME};
 
 fn nemoclaw(args: &[&str], dir: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_nemoclaw"))
+    crate::support::nemoclaw_cmd(dir)
         .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("HOME", dir)
-        .env("NEMOCLAW_LOCK_FILE", dir.join("apply.lock"))
-        .env_remove("SUDO_UID")
         .output()
         .unwrap()
 }

@@ -150,14 +150,8 @@ impl Fixture {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_nemoclaw"))
+        crate::support::nemoclaw_cmd(self.path())
             .args(args)
-            .current_dir(self.path())
-            .env("NO_COLOR", "1")
-            .env("HOME", self.path())
-            .env("NEMOCLAW_LOCK_FILE", self.path().join("apply.lock"))
-            .env_remove("SUDO_UID")
-            .stdin(Stdio::null())
             .output()
             .unwrap()
     }

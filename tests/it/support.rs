@@ -8,6 +8,19 @@ use nemoclaw::model::{
     Observation, Observed, PortRange, ProcessInfo, Registry, RegistryEntry,
 };
 
+/// The `nemoclaw` binary in a hermetic environment: `dir` is the working directory and HOME, the
+/// lock file lives in it, no colour, no sudo identity.
+pub fn nemoclaw_cmd(dir: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nemoclaw"));
+    cmd.current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("HOME", dir)
+        .env("NEMOCLAW_LOCK_FILE", dir.join("apply.lock"))
+        .env_remove("SUDO_UID")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
 /// The uid the engine acts for in fixtures.
 pub const ME: u32 = 1000;
 
