@@ -11,9 +11,12 @@
 //! The executor decides nothing: convergence is judged by the caller, by observing and planning
 //! again.
 
+pub mod container;
+pub mod driver;
 pub mod lock;
 pub mod stop;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -86,6 +89,7 @@ impl ApplyReport {
 /// Runs the plan's steps in order. `interrupted` is checked before each step.
 pub async fn execute(
     plan: &Plan,
+    context: &ApplyContext,
     reporter: &dyn Reporter,
     interrupted: &AtomicBool,
 ) -> ApplyReport {
@@ -107,7 +111,7 @@ pub async fn execute(
         } else {
             reporter.started(step);
             let progress = |m: &str| reporter.progress(step, m);
-            run_step(step, &progress).await
+            run_step(step, context, &progress).await
         };
         reporter.finished(step, &outcome, started.elapsed());
         report.outcomes.push((step.id.clone(), outcome));
@@ -115,12 +119,50 @@ pub async fn execute(
     report
 }
 
-async fn run_step(step: &Step, progress: &(dyn Fn(&str) + Send + Sync)) -> StepOutcome {
+/// What steps need beyond the plan: where Docker is, and the file's secret-bearing values, which
+/// plans never contain.
+#[derive(Clone, Debug, Default)]
+pub struct ApplyContext {
+    /// `DOCKER_HOST`, or `None` for the default socket.
+    pub docker_endpoint: Option<String>,
+    /// The file's `gateway.env`.
+    pub gateway_env: BTreeMap<String, String>,
+}
+
+async fn run_step(
+    step: &Step,
+    context: &ApplyContext,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> StepOutcome {
+    let docker = || container::connect(context.docker_endpoint.as_deref());
     match (step.action, &step.target) {
         (Action::Stop, Target::Process(p)) => stop::run(p, progress).await,
-        // These are only ever planned blocked; reaching here means a hand-edited plan.
+        (Action::Start | Action::Restart, Target::GatewayProcess(p)) => {
+            driver::start(p, &context.gateway_env, progress).await
+        }
+        (Action::Create, Target::Container(c)) => match docker().await {
+            Ok(d) => container::create(&d, c, progress).await,
+            Err(e) => e,
+        },
+        (Action::Start, Target::Container(c)) => match docker().await {
+            Ok(d) => container::start(&d, c, progress).await,
+            Err(e) => e,
+        },
+        (Action::Restart, Target::Container(c)) => match docker().await {
+            Ok(d) => container::restart(&d, c, progress).await,
+            Err(e) => e,
+        },
+        (Action::Replace, Target::Container(c)) => match docker().await {
+            Ok(d) => container::replace(&d, c, progress).await,
+            Err(e) => e,
+        },
+        (Action::Delete, Target::Volume { name, .. }) => match docker().await {
+            Ok(d) => container::delete_volume(&d, name).await,
+            Err(e) => e,
+        },
+        // FreePort and Observe are only ever planned blocked; reaching here means a hand-edited plan.
         (action, _) => StepOutcome::Failed(format!(
-            "`{}` has no executor; it needs a person",
+            "`{}` has no executor for this target; it needs a person",
             action.as_str()
         )),
     }

@@ -46,6 +46,7 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
     let opts = context::observe_options(Some(&desired));
     let options = super::plan::options(&args.allow);
     let style = render::Style { color };
+    let apply_context = context::apply_context(&desired);
 
     let observed = rt.block_on(crate::observe::observe(&opts));
     let plan = planner::plan(&desired, &observed, &options);
@@ -75,7 +76,7 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
                 }
             }
         });
-        executor::execute(&plan, &ui::LineReporter, &interrupted).await
+        executor::execute(&plan, &apply_context, &ui::LineReporter, &interrupted).await
     });
 
     // Convergence is judged by looking again, never by trusting the steps' own reports.

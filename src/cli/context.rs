@@ -4,9 +4,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::CliError;
+use crate::model::GatewayRuntime;
 use crate::model::{Desired, Observed, PortRange};
 use crate::observe::ObserveOptions;
+use crate::observe::docker::DockerQuery;
+use crate::observe::driver::DriverQuery;
 use crate::spec;
+use crate::spec::semantic::MANAGED_GATEWAY_ENV;
+use std::collections::BTreeSet;
 
 /// The user the engine acts for: under sudo (`SUDO_UID` set while root) that user, else the real
 /// uid. Processes of other users are never signalled.
@@ -45,15 +50,57 @@ pub fn lock_path() -> PathBuf {
     std::env::temp_dir().join("nemoclaw-apply.lock")
 }
 
-/// Options for observing the ports `desired` manages.
+/// Options for observing what `desired` manages.
 pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
     let uid = invoking_uid();
+    let home = home_dir(uid);
     let (range, gateway) = desired.map_or((PortRange::DASHBOARD_DEFAULT, 8080), |d| {
         (d.dashboard, d.gateway.port)
     });
+    let mut docker = DockerQuery {
+        endpoint: std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()),
+        ..DockerQuery::default()
+    };
+    let mut driver = None;
+    let mut gateway_port = None;
+    if let Some(d) = desired {
+        docker.volumes.extend(d.destroy_volumes.iter().cloned());
+        match &d.gateway.runtime {
+            Some(GatewayRuntime::LegacyK3s { image, .. }) => {
+                let cluster = d.gateway.cluster_name();
+                docker.containers.push(cluster.clone());
+                if !docker.volumes.contains(&cluster) {
+                    docker.volumes.push(cluster.clone());
+                }
+                docker.networks.push(cluster);
+                docker.images.push(image.clone());
+                gateway_port = Some(d.gateway.port);
+            }
+            Some(GatewayRuntime::DockerDriver { binary, env }) => {
+                let mut env_keys: BTreeSet<String> = MANAGED_GATEWAY_ENV
+                    .iter()
+                    .map(|k| (*k).to_owned())
+                    .collect();
+                env_keys.extend(env.keys().cloned());
+                let clear_keys = MANAGED_GATEWAY_ENV
+                    .iter()
+                    .map(|k| (*k).to_owned())
+                    .collect();
+                driver = Some(DriverQuery {
+                    clear_keys,
+                    state_dir: driver_state_dir(&home, d.gateway.port),
+                    binary_candidates: binary_candidates(binary.as_deref(), &home),
+                    port: d.gateway.port,
+                    env_keys,
+                });
+                gateway_port = Some(d.gateway.port);
+            }
+            None => {}
+        }
+    }
     ObserveOptions {
         invoking_uid: uid,
-        home: home_dir(uid),
+        home,
         ports: vec![
             range,
             PortRange {
@@ -62,6 +109,58 @@ pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
             },
         ],
         timeout: Duration::from_secs(10),
+        docker,
+        gateway_port,
+        driver,
+    }
+}
+
+/// `NEMOCLAW_OPENSHELL_GATEWAY_STATE_DIR`, else
+/// `~/.local/state/nemoclaw/openshell-docker-gateway[-<port>]` (NemoClaw's layout; the port suffix
+/// keeps two gateways apart, #4422).
+fn driver_state_dir(home: &Path, port: u16) -> PathBuf {
+    if let Some(dir) =
+        std::env::var_os("NEMOCLAW_OPENSHELL_GATEWAY_STATE_DIR").filter(|d| !d.is_empty())
+    {
+        return PathBuf::from(dir);
+    }
+    let leaf = if port == 8080 {
+        "openshell-docker-gateway".to_owned()
+    } else {
+        format!("openshell-docker-gateway-{port}")
+    };
+    home.join(".local/state/nemoclaw").join(leaf)
+}
+
+/// The file's binary, else `NEMOCLAW_OPENSHELL_GATEWAY_BIN`, else next to `openshell` on `PATH`,
+/// else `~/.local/bin`, `/usr/local/bin`, `/usr/bin`.
+fn binary_candidates(explicit: Option<&str>, home: &Path) -> Vec<PathBuf> {
+    if let Some(b) = explicit {
+        return vec![PathBuf::from(b)];
+    }
+    let mut out = Vec::new();
+    if let Some(b) = std::env::var_os("NEMOCLAW_OPENSHELL_GATEWAY_BIN").filter(|b| !b.is_empty()) {
+        out.push(PathBuf::from(b));
+    }
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|d| d.join("openshell").is_file())
+    {
+        out.push(dir.join("openshell-gateway"));
+    }
+    out.push(home.join(".local/bin/openshell-gateway"));
+    out.push(PathBuf::from("/usr/local/bin/openshell-gateway"));
+    out.push(PathBuf::from("/usr/bin/openshell-gateway"));
+    out
+}
+
+/// What apply needs beyond the plan.
+pub fn apply_context(desired: &Desired) -> crate::apply::ApplyContext {
+    crate::apply::ApplyContext {
+        docker_endpoint: std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()),
+        gateway_env: match &desired.gateway.runtime {
+            Some(GatewayRuntime::DockerDriver { env, .. }) => env.clone(),
+            _ => Default::default(),
+        },
     }
 }
 

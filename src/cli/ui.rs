@@ -80,6 +80,11 @@ impl Reporter for LineReporter {
 fn verb(step: &Step) -> &'static str {
     match step.action {
         crate::plan::Action::Stop => "Stopping",
+        crate::plan::Action::Create => "Creating",
+        crate::plan::Action::Start => "Starting",
+        crate::plan::Action::Restart => "Restarting",
+        crate::plan::Action::Replace => "Replacing",
+        crate::plan::Action::Delete => "Deleting",
         crate::plan::Action::FreePort => "Freeing",
         crate::plan::Action::Observe => "Observing",
     }

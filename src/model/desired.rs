@@ -1,7 +1,8 @@
 //! The desired state after defaults are applied and every cross-reference is checked.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,8 @@ pub struct Desired {
     pub sandboxes: Vec<SandboxDesired>,
     /// How stale listeners are recognised and stopped.
     pub cleanup: Cleanup,
+    /// Docker volumes the user asked to delete, by exact name.
+    pub destroy_volumes: BTreeSet<String>,
 }
 
 /// The file a [`Desired`] was read from.
@@ -32,8 +35,74 @@ pub struct DesiredSource {
 /// The gateway's desired settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayDesired {
-    /// Host port of the gateway.
+    /// Host port of the gateway (reserved even when the gateway is not managed).
     pub port: u16,
+    /// Gateway name: `nemoclaw` for port 8080, `nemoclaw-<port>` otherwise, unless set.
+    pub name: String,
+    /// Address the port is published on: 127.0.0.1 or 0.0.0.0.
+    pub bind_address: IpAddr,
+    /// How it runs; `None` when the file has no `gateway` section and nothing is managed.
+    pub runtime: Option<GatewayRuntime>,
+    /// How long a started gateway may take to answer on its port.
+    pub health_timeout: Millis,
+}
+
+/// The two ways an OpenShell gateway runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum GatewayRuntime {
+    /// A privileged container `openshell-cluster-<name>` running k3s.
+    LegacyK3s {
+        /// The cluster image reference.
+        image: String,
+        /// Whether the container runs privileged.
+        privileged: bool,
+    },
+    /// A host process `openshell-gateway`.
+    DockerDriver {
+        /// The binary, when the file names one; otherwise it is resolved on the host.
+        binary: Option<String>,
+        /// Extra environment from the file.
+        env: BTreeMap<String, String>,
+    },
+}
+
+impl GatewayDesired {
+    /// The default name for a gateway port (NemoClaw #4422).
+    #[must_use]
+    pub fn default_name(port: u16) -> String {
+        if port == 8080 {
+            "nemoclaw".to_owned()
+        } else {
+            format!("nemoclaw-{port}")
+        }
+    }
+
+    /// `openshell-cluster-<name>`: the legacy container, its volume and its network.
+    #[must_use]
+    pub fn cluster_name(&self) -> String {
+        format!("openshell-cluster-{}", self.name)
+    }
+
+    /// The k3s node name, stable across container recreation so PV node affinity survives:
+    /// `openshell-<name lowercased, runs of other characters as one hyphen>`.
+    #[must_use]
+    pub fn node_name(&self) -> String {
+        let mut out = String::new();
+        for c in self.name.chars() {
+            if c.is_ascii_alphanumeric() {
+                out.push(c.to_ascii_lowercase());
+            } else if !out.ends_with('-') {
+                out.push('-');
+            }
+        }
+        let trimmed = out.trim_matches('-');
+        if trimmed.is_empty() {
+            "openshell-gateway".to_owned()
+        } else {
+            format!("openshell-{trimmed}")
+        }
+    }
 }
 
 /// One declared sandbox.
@@ -190,6 +259,24 @@ impl fmt::Display for Millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_names_are_normalized() {
+        let g = |name: &str| GatewayDesired {
+            port: 8080,
+            name: name.to_owned(),
+            bind_address: "127.0.0.1".parse().unwrap(),
+            runtime: None,
+            health_timeout: Millis(1000),
+        };
+        assert_eq!(g("nemoclaw").node_name(), "openshell-nemoclaw");
+        assert_eq!(g("My__GW.9").node_name(), "openshell-my-gw-9");
+        assert_eq!(g("--").node_name(), "openshell-gateway");
+        assert_eq!(
+            g("nemoclaw-9090").cluster_name(),
+            "openshell-cluster-nemoclaw-9090"
+        );
+    }
 
     #[test]
     fn millis_parses_units_and_fractions() {

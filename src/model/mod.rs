@@ -7,9 +7,31 @@ pub mod desired;
 pub mod observed;
 
 pub use desired::{
-    Cleanup, Desired, DesiredSource, GatewayDesired, Millis, PortRange, SandboxDesired,
+    Cleanup, Desired, DesiredSource, GatewayDesired, GatewayRuntime, Millis, PortRange,
+    SandboxDesired,
 };
 pub use observed::{
-    ForwardContent, ForwardPidFile, Holders, HostFacts, Listener, OBSERVED_FORMAT_VERSION,
-    Observation, Observed, ProcessInfo, Registry, RegistryEntry,
+    ContainerFacts, DockerFacts, DriverFacts, DriverProcess, ForwardContent, ForwardPidFile,
+    Health, Holders, HostFacts, ImageFacts, Listener, MountFacts, NetworkFacts,
+    OBSERVED_FORMAT_VERSION, Observation, Observed, ProcessInfo, PublishedPort, Registry,
+    RegistryEntry, VolumeFacts,
 };
+
+/// Returns the lowercase hex SHA-256 of `bytes`.
+#[must_use]
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    use std::fmt::Write as _;
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// How a value that may be secret is kept in observations and plans: `sha256:<hex>`.
+#[must_use]
+pub fn fingerprint(value: &str) -> String {
+    format!("sha256:{}", sha256_hex(value.as_bytes()))
+}

@@ -31,6 +31,157 @@ pub struct Observed {
     pub registry: Observation<Registry>,
     /// Dashboard forward pid files (`~/.config/openshell/forwards/*.pid`).
     pub forwards: Observation<Vec<ForwardPidFile>>,
+    /// The Docker engine's objects that the file refers to; absent when nothing needs Docker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<Observation<DockerFacts>>,
+    /// TCP and HTTP probes of the gateway port; absent when no gateway is managed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_health: Option<Health>,
+    /// The `docker-driver` gateway's files and process; absent for other runtimes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_process: Option<DriverFacts>,
+}
+
+/// What the Docker engine holds under the exact names the file refers to. A name that was looked
+/// up maps to `null` when the object does not exist.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerFacts {
+    /// The engine's version.
+    pub server_version: String,
+    /// Containers by exact name.
+    pub containers: BTreeMap<String, Option<ContainerFacts>>,
+    /// Volumes by exact name.
+    pub volumes: BTreeMap<String, Option<VolumeFacts>>,
+    /// Networks by exact name.
+    pub networks: BTreeMap<String, Option<NetworkFacts>>,
+    /// Images by reference.
+    pub images: BTreeMap<String, Option<ImageFacts>>,
+}
+
+/// One container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerFacts {
+    /// Container id: with the name, its identity.
+    pub id: String,
+    /// `created`, `running`, `paused`, `restarting`, `removing`, `exited` or `dead`.
+    pub status: String,
+    /// Whether it runs.
+    pub running: bool,
+    /// Exit code of the last run.
+    pub exit_code: Option<i64>,
+    /// When it last started (RFC 3339).
+    pub started_at: Option<String>,
+    /// When it last stopped (RFC 3339).
+    pub finished_at: Option<String>,
+    /// `started_at` in milliseconds since the epoch.
+    pub started_at_ms: Option<u64>,
+    /// The image reference it was created from.
+    pub image_ref: String,
+    /// The image id it runs.
+    pub image_id: String,
+    /// Published ports.
+    pub published: Vec<PublishedPort>,
+    /// Mounts.
+    pub mounts: Vec<MountFacts>,
+    /// Whether it runs privileged.
+    #[serde(default)]
+    pub privileged: bool,
+}
+
+/// One published port: `host_ip:host_port -> container_port`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PublishedPort {
+    /// `30051/tcp`.
+    pub container_port: String,
+    /// Host address (may be empty for all).
+    pub host_ip: String,
+    /// Host port.
+    pub host_port: u16,
+}
+
+/// One mount of a container.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MountFacts {
+    /// `volume` or `bind`.
+    pub kind: String,
+    /// Volume name, for volumes.
+    pub name: Option<String>,
+    /// Where it is mounted in the container.
+    pub destination: String,
+}
+
+/// One volume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeFacts {
+    /// Driver.
+    pub driver: String,
+    /// Where its data lives on the host.
+    pub mountpoint: String,
+    /// Containers (by name) that mount it, running or not.
+    pub used_by: Vec<String>,
+}
+
+/// One network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkFacts {
+    /// Network id.
+    pub id: String,
+    /// Driver.
+    pub driver: String,
+}
+
+/// One image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageFacts {
+    /// Image id.
+    pub id: String,
+}
+
+/// Probes of the gateway port on 127.0.0.1.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Whether a TCP connection was accepted.
+    pub tcp_open: bool,
+    /// HTTP status of `GET /`, when one came back.
+    pub http_status: Option<u16>,
+    /// What went wrong, when something did.
+    pub detail: Option<String>,
+}
+
+impl Health {
+    /// Alive as NemoClaw judges it: HTTP 200 or 401 (auth required still means serving).
+    #[must_use]
+    pub fn alive(&self) -> bool {
+        matches!(self.http_status, Some(200 | 401))
+    }
+}
+
+/// The `docker-driver` gateway on this host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverFacts {
+    /// Its state directory (pid file, log, database, `runtime.json`).
+    pub state_dir: String,
+    /// The pid in `openshell-gateway.pid`: known `null` when there is no pid file.
+    pub pid_file: Observation<Option<u32>>,
+    /// The binary that would be started, or `null` when none was found.
+    pub binary: Option<String>,
+    /// Where the binary was looked for.
+    pub binary_candidates: Vec<String>,
+    /// The live gateway process, found through the pid file or the port's listener.
+    pub process: Option<DriverProcess>,
+}
+
+/// A live `openshell-gateway` process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverProcess {
+    /// Identity, owner, command line.
+    pub info: ProcessInfo,
+    /// `pid-file` or `port-listener` (adopted).
+    pub found_via: String,
+    /// Its environment, restricted to the keys the engine manages plus the file's keys.
+    pub environ: Observation<BTreeMap<String, String>>,
+    /// `/proc/<pid>/exe`; ends in ` (deleted)` when the binary was replaced on disk.
+    pub exe: Observation<String>,
 }
 
 /// Facts about the observing process and the user it acts for.
@@ -44,6 +195,10 @@ pub struct HostFacts {
     pub engine_pid: u32,
     /// Its ancestors, parent first, up to pid 1. Never signalled.
     pub engine_ancestors: Vec<u32>,
+    /// When the observation was taken, in milliseconds since the epoch. The planner compares
+    /// container start times to it (a clock read here, as data, keeps the planner pure).
+    #[serde(default)]
+    pub observed_at_ms: u64,
     /// How listeners were read: `netlink` (sock_diag) or `proc-net` (`/proc/net/tcp{,6}`).
     pub listener_source: String,
 }

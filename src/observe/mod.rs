@@ -4,10 +4,14 @@
 //! A failure or timeout makes that part of the observation unknown, with the reason; it never
 //! makes it empty.
 
+pub mod docker;
+pub mod driver;
 pub mod forwards;
+pub mod health;
 pub mod procfs;
 pub mod registry;
 pub mod sockets;
+pub mod time;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -30,6 +34,12 @@ pub struct ObserveOptions {
     pub ports: Vec<PortRange>,
     /// Time limit for each observer.
     pub timeout: Duration,
+    /// Docker objects to look up; empty when nothing needs Docker.
+    pub docker: docker::DockerQuery,
+    /// The gateway port to probe, when a gateway is managed.
+    pub gateway_port: Option<u16>,
+    /// The `docker-driver` gateway, when that is the runtime.
+    pub driver: Option<driver::DriverQuery>,
 }
 
 impl ObserveOptions {
@@ -118,10 +128,38 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
     let registry_path = opts.registry_path();
     let forwards_dir = opts.forwards_dir();
     let limit = opts.timeout;
-    let (scan, registry, forwards) = tokio::join!(
+    let gateway_port = opts.gateway_port;
+    let docker_query = opts.docker.clone();
+    let (scan, registry, forwards, health, docker) = tokio::join!(
         blocking(limit, "listeners", move || scan_listeners(&ports)),
         blocking(limit, "registry", move || registry::read(&registry_path)),
         blocking(limit, "forwards", move || forwards::read(&forwards_dir)),
+        async move {
+            match gateway_port {
+                Some(port) => blocking(limit, "gateway health", move || {
+                    health::probe(port, Duration::from_secs(3))
+                })
+                .await
+                .ok(),
+                None => None,
+            }
+        },
+        async move {
+            if docker_query.is_empty() {
+                return None;
+            }
+            Some(
+                match tokio::time::timeout(limit, docker::observe(&docker_query)).await {
+                    Ok(o) => o,
+                    Err(_) => Observation::Unknown {
+                        reason: format!(
+                            "the Docker engine did not answer within {}s",
+                            limit.as_secs()
+                        ),
+                    },
+                },
+            )
+        },
     );
     let scan = scan.unwrap_or_else(|reason| ListenerScan {
         listeners: Observation::Unknown { reason },
@@ -132,6 +170,10 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
         registry.unwrap_or_else(|reason| Observation::Unknown { reason });
     let forwards: Observation<Vec<ForwardPidFile>> =
         forwards.unwrap_or_else(|reason| Observation::Unknown { reason });
+    let gateway_process = opts
+        .driver
+        .as_ref()
+        .map(|q| driver::observe(q, &scan.listeners));
     let engine_pid = std::process::id();
     Observed {
         format_version: OBSERVED_FORMAT_VERSION.to_owned(),
@@ -141,13 +183,25 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
             engine_pid,
             engine_ancestors: procfs::ancestors(engine_pid),
             listener_source: scan.source.to_owned(),
+            observed_at_ms: now_ms(),
         },
         scanned_ports: opts.ports.clone(),
         listeners: scan.listeners,
         processes: scan.processes,
         registry,
         forwards,
+        docker,
+        gateway_health: health,
+        gateway_process,
     }
+}
+
+/// Milliseconds since the epoch, now.
+#[must_use]
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 async fn blocking<T: Send + 'static>(

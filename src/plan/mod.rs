@@ -4,6 +4,7 @@
 //! plan can be reviewed, snapshotted, and re-checked. Every decision is made here; `apply` only
 //! carries out what a step says.
 
+pub mod gateway;
 mod listeners;
 pub mod render;
 pub mod step;
@@ -12,7 +13,11 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-pub use step::{Action, Blocked, Finding, FindingKind, Risk, Step, StopProcess, Target};
+pub use gateway::{env_fingerprint, env_map_sha256, managed_env};
+pub use step::{
+    Action, Blocked, ContainerSpec, ContainerTarget, Finding, FindingKind, HealthWait,
+    ProcessTarget, Risk, Step, StopProcess, Target,
+};
 
 use crate::model::{Desired, DesiredSource, Observed};
 
@@ -69,6 +74,7 @@ impl Plan {
 pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Plan {
     let mut b = Builder::default();
     listeners::plan(desired, observed, &mut b);
+    gateway::plan(desired, observed, &mut b);
     b.finish(desired, options)
 }
 
@@ -104,11 +110,7 @@ impl Builder {
                 });
             }
         }
-        // Least risky first (non-destructive first), then by the port a step frees, so the
-        // sandbox's port comes before strays. The sort is stable and a group's steps share risk
-        // and port, so a dependency stays before its dependent.
-        self.steps
-            .sort_by_key(|s| (s.risk, first_port(&s.target), sort_key(&s.address)));
+        self.steps = order(self.steps);
         self.findings.sort();
         self.findings.dedup();
         Plan {
@@ -119,11 +121,57 @@ impl Builder {
     }
 }
 
+/// Orders steps so that every dependency comes first (a topological order) and, among the steps
+/// ready at each point, the least risky comes first (non-destructive first), then the one for the
+/// lowest port (the sandbox's port before strays), then by address.
+fn order(steps: Vec<Step>) -> Vec<Step> {
+    let key = |s: &Step| {
+        (
+            s.risk,
+            first_port(&s.target),
+            sort_key(&s.address),
+            s.id.clone(),
+        )
+    };
+    let mut pending: Vec<Step> = steps;
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let ready = pending
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.depends_on
+                    .iter()
+                    .all(|d| done.contains(d) || !pending.iter().any(|p| &p.id == d))
+            })
+            .min_by_key(|(_, s)| key(s))
+            .map(|(i, _)| i);
+        // A cycle cannot be planned; keep the rest in key order rather than loop forever.
+        let i = ready.unwrap_or_else(|| {
+            (0..pending.len())
+                .min_by_key(|i| key(&pending[*i]))
+                .unwrap_or(0)
+        });
+        let step = pending.remove(i);
+        done.insert(step.id.clone());
+        out.push(step);
+    }
+    out
+}
+
 fn first_port(target: &Target) -> u16 {
     match target {
         Target::Process(p) => p.ports.first().copied().unwrap_or(0),
         Target::Port { port, .. } => *port,
-        Target::Ports { .. } => 0,
+        Target::Container(c) => c
+            .spec
+            .as_ref()
+            .map(|s| s.host_port)
+            .or(c.wait.as_ref().map(|w| w.port))
+            .unwrap_or(0),
+        Target::GatewayProcess(p) => p.wait.port,
+        Target::Ports { .. } | Target::Volume { .. } => 0,
     }
 }
 

@@ -58,6 +58,16 @@ pub enum Action {
     /// Stop a process: SIGTERM through a pidfd, wait, SIGKILL, wait; then wait for its ports to be
     /// free in the kernel's socket table.
     Stop,
+    /// Create a missing object (a gateway container with its network and volume).
+    Create,
+    /// Start something stopped (a container, a gateway process), then wait until it answers.
+    Start,
+    /// Restart a running gateway that is drifted or not answering, then wait until it answers.
+    Restart,
+    /// Recreate a container (stop, remove, create, start), keeping its volume.
+    Replace,
+    /// Delete an object and its data (a volume named in `destroy`).
+    Delete,
     /// Free a port a declared sandbox needs. Only ever planned blocked: the holder is not the
     /// engine's to stop, so a person must act.
     FreePort,
@@ -71,6 +81,11 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Stop => "stop",
+            Self::Create => "create",
+            Self::Start => "start",
+            Self::Restart => "restart",
+            Self::Replace => "replace",
+            Self::Delete => "delete",
             Self::FreePort => "free-port",
             Self::Observe => "observe",
         }
@@ -125,6 +140,93 @@ pub enum Target {
         /// The range, as `A-B`.
         range: String,
     },
+    /// A legacy gateway container.
+    Container(ContainerTarget),
+    /// A Docker volume.
+    Volume {
+        /// Exact name.
+        name: String,
+        /// Where its data lives.
+        mountpoint: String,
+    },
+    /// A `docker-driver` gateway process.
+    GatewayProcess(ProcessTarget),
+}
+
+/// A container step: which container (by name and, once it exists, id) and what it must become.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerTarget {
+    /// Exact container name.
+    pub name: String,
+    /// The id it had when planned; `None` for a create. Apply refuses if it changed.
+    pub id: Option<String>,
+    /// The status it had when planned (`exited`, `running`, ...).
+    pub status: Option<String>,
+    /// The container to create (create and replace).
+    pub spec: Option<ContainerSpec>,
+    /// Wait for the gateway to answer after starting (start, restart, replace).
+    pub wait: Option<HealthWait>,
+}
+
+/// Everything needed to create the legacy gateway container, decided at plan time
+/// (OpenShell's `openshell-bootstrap` layout).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Image reference.
+    pub image: String,
+    /// Hostname = the k3s node name, stable across recreation.
+    pub hostname: String,
+    /// Command (k3s arguments).
+    pub cmd: Vec<String>,
+    /// Host address the gateway port is published on.
+    pub host_ip: String,
+    /// Host port.
+    pub host_port: u16,
+    /// Container port, `30051/tcp`.
+    pub container_port: String,
+    /// Volume name.
+    pub volume: String,
+    /// Where the volume is mounted.
+    pub volume_target: String,
+    /// Whether the volume exists already (it is kept) or is created.
+    pub volume_exists: bool,
+    /// Network name.
+    pub network: String,
+    /// Whether the network exists already.
+    pub network_exists: bool,
+    /// Extra `/etc/hosts` entries.
+    pub extra_hosts: Vec<String>,
+    /// Run privileged.
+    pub privileged: bool,
+}
+
+/// Wait until the gateway answers HTTP 200 or 401 on 127.0.0.1:`port`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthWait {
+    /// The gateway port.
+    pub port: u16,
+    /// How long to wait.
+    pub timeout: Millis,
+}
+
+/// A `docker-driver` gateway process to start (or restart).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessTarget {
+    /// The binary to run.
+    pub binary: String,
+    /// The environment the engine manages (no secrets: ports, addresses, paths, flags).
+    pub managed_env: std::collections::BTreeMap<String, String>,
+    /// Keys of the file's `gateway.env`; their values are taken from the file at apply time and
+    /// never written into a plan.
+    pub file_env_keys: Vec<String>,
+    /// SHA-256 of the file's `gateway.env`, so apply refuses if it changed since the plan.
+    pub file_env_sha256: String,
+    /// State directory (pid file, log).
+    pub state_dir: String,
+    /// Wait for it to answer.
+    pub wait: HealthWait,
+    /// For a restart: the running process to stop first.
+    pub stop: Option<StopProcess>,
 }
 
 /// Everything needed to stop one process safely, decided at plan time.
@@ -188,6 +290,16 @@ pub enum FindingKind {
     ListenersUnknown,
     /// Forward pid files could not be read.
     ForwardsUnknown,
+    /// The Docker engine could not be asked.
+    DockerUnknown,
+    /// The gateway was started recently and does not answer yet.
+    GatewayStarting,
+    /// A change noticed on a stopped gateway waits for a later plan (non-destructive first).
+    GatewayDeferred,
+    /// Something about the gateway that needs a person but blocks nothing.
+    GatewayNotice,
+    /// A volume named in `destroy` does not exist.
+    NothingToDestroy,
 }
 
 impl FindingKind {
@@ -206,6 +318,11 @@ impl FindingKind {
             Self::CleanupDisabled => "cleanup-disabled",
             Self::ListenersUnknown => "listeners-unknown",
             Self::ForwardsUnknown => "forwards-unknown",
+            Self::DockerUnknown => "docker-unknown",
+            Self::GatewayStarting => "gateway-starting",
+            Self::GatewayDeferred => "gateway-deferred",
+            Self::GatewayNotice => "gateway-notice",
+            Self::NothingToDestroy => "nothing-to-destroy",
         }
     }
 }

@@ -9,8 +9,6 @@ pub mod semantic;
 pub mod types;
 pub mod yaml;
 
-use sha2::{Digest, Sha256};
-
 pub use diagnostic::{Diagnostic, DocPath};
 pub use types::{API_VERSION, Spec, json_schema};
 
@@ -42,14 +40,4 @@ pub fn load(path: &str, text: &str) -> Result<Desired, Vec<Diagnostic>> {
     semantic::resolve(&spec, &root, source)
 }
 
-/// Returns the lowercase hex SHA-256 of `bytes`.
-#[must_use]
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+pub use crate::model::sha256_hex;

@@ -3,11 +3,23 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::diagnostic::{Diagnostic, DocPath};
-use super::types::{RESERVED_GATEWAY_PORTS, Spec};
+use super::types::{BindAddress, RESERVED_GATEWAY_PORTS, RuntimeSpec, Spec};
 use super::yaml::Node;
 use crate::model::{
-    Cleanup, Desired, DesiredSource, GatewayDesired, Millis, PortRange, SandboxDesired,
+    Cleanup, Desired, DesiredSource, GatewayDesired, GatewayRuntime, Millis, PortRange,
+    SandboxDesired,
 };
+
+/// Environment keys the engine sets for a `docker-driver` gateway; the file may not override them.
+pub const MANAGED_GATEWAY_ENV: [&str; 7] = [
+    "OPENSHELL_DRIVERS",
+    "OPENSHELL_BIND_ADDRESS",
+    "OPENSHELL_SERVER_PORT",
+    "OPENSHELL_DISABLE_TLS",
+    "OPENSHELL_DISABLE_GATEWAY_AUTH",
+    "OPENSHELL_DB_URL",
+    "OPENSHELL_GRPC_ENDPOINT",
+];
 
 /// Resolves a structurally valid [`Spec`] into a [`Desired`], or returns every semantic problem.
 pub fn resolve(
@@ -53,7 +65,7 @@ pub fn resolve(
         }
     };
 
-    let gw = spec.gateway.port;
+    let gw = spec.gateway.as_ref().map_or(8080, |g| g.port);
     if range.contains(gw) {
         err(
             "gateway.port",
@@ -207,13 +219,32 @@ pub fn resolve(
     let kill_grace = duration("killGrace", &spec.cleanup.kill_grace, 60_000);
     let port_free_timeout = duration("portFreeTimeout", &spec.cleanup.port_free_timeout, 60_000);
 
+    let gateway = resolve_gateway(spec, gw, &mut err);
+    for (i, name) in spec.destroy.volumes.iter().enumerate() {
+        let ok = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            err(
+                &format!("destroy.volumes[{i}]"),
+                format!("`{name}` is not a Docker volume name"),
+                "an exact volume name: letters, digits, `_`, `.`, `-`; no patterns",
+                "`docker volume ls` lists the names",
+            );
+        }
+    }
+
     if !diags.is_empty() {
         diags.sort_by_key(|d| d.span);
         return Err(diags);
     }
     Ok(Desired {
         source,
-        gateway: GatewayDesired { port: gw },
+        gateway,
         dashboard: range,
         sandboxes: spec
             .sandboxes
@@ -231,7 +262,143 @@ pub fn resolve(
             kill_grace,
             port_free_timeout,
         },
+        destroy_volumes: spec.destroy.volumes.iter().cloned().collect(),
     })
+}
+
+/// Resolves the `gateway` section: name, runtime and the fields each runtime allows.
+fn resolve_gateway(
+    spec: &Spec,
+    port: u16,
+    err: &mut impl FnMut(&str, String, &str, &str),
+) -> GatewayDesired {
+    let default_name = GatewayDesired::default_name(port);
+    let Some(g) = &spec.gateway else {
+        return GatewayDesired {
+            port,
+            name: default_name,
+            bind_address: "127.0.0.1".parse().expect("literal address"),
+            runtime: None,
+            health_timeout: Millis(60_000),
+        };
+    };
+    let name = g.name.clone().unwrap_or_else(|| default_name.clone());
+    if let Some(problem) = name_problem(&name) {
+        err(
+            "gateway.name",
+            format!("gateway name `{name}` is not valid: {problem}"),
+            "a DNS label such as `nemoclaw`",
+            "",
+        );
+    } else if name == "nemoclaw-8080" {
+        err(
+            "gateway.name",
+            "`nemoclaw-8080` is not the canonical name of the gateway on port 8080".to_owned(),
+            "`nemoclaw`",
+            "the gateway on port 8080 is `nemoclaw`; other ports are `nemoclaw-<port>`",
+        );
+    }
+    let bind_address = match g.bind_address {
+        BindAddress::Loopback => "127.0.0.1",
+        BindAddress::Any => "0.0.0.0",
+    }
+    .parse()
+    .expect("literal address");
+    let health_timeout = match Millis::parse(&g.health_timeout) {
+        Ok(m) if m.0 > 0 && m.0 <= 600_000 => m,
+        Ok(_) => {
+            err(
+                "gateway.healthTimeout",
+                "`gateway.healthTimeout` must be more than zero and at most 10m".to_owned(),
+                "a duration such as `60s`",
+                "",
+            );
+            Millis(60_000)
+        }
+        Err(e) => {
+            err(
+                "gateway.healthTimeout",
+                format!("`gateway.healthTimeout` is not a duration: {e}"),
+                "a duration such as `60s`",
+                "",
+            );
+            Millis(60_000)
+        }
+    };
+    let runtime = match g.runtime {
+        RuntimeSpec::LegacyK3s => {
+            if g.binary.is_some() {
+                err(
+                    "gateway.binary",
+                    "`gateway.binary` is only used by the `docker-driver` runtime".to_owned(),
+                    "no `binary` with `runtime: legacy-k3s`",
+                    "remove it, or set `runtime: docker-driver`",
+                );
+            }
+            if !g.env.is_empty() {
+                err(
+                    "gateway.env",
+                    "`gateway.env` is only used by the `docker-driver` runtime".to_owned(),
+                    "no `env` with `runtime: legacy-k3s`",
+                    "remove it, or set `runtime: docker-driver`",
+                );
+            }
+            let image = g.image.clone().unwrap_or_default();
+            if image.trim().is_empty() {
+                err(
+                    "gateway.runtime",
+                    "`runtime: legacy-k3s` needs `gateway.image`".to_owned(),
+                    "`image: ghcr.io/nvidia/openshell/cluster:<openshell version>`",
+                    "the cluster image must match the installed `openshell --version`",
+                );
+            }
+            GatewayRuntime::LegacyK3s {
+                image,
+                privileged: g.privileged,
+            }
+        }
+        RuntimeSpec::DockerDriver => {
+            if g.image.is_some() {
+                err(
+                    "gateway.image",
+                    "`gateway.image` is only used by the `legacy-k3s` runtime".to_owned(),
+                    "no `image` with `runtime: docker-driver`",
+                    "remove it, or set `runtime: legacy-k3s`",
+                );
+            }
+            for key in g.env.keys() {
+                if MANAGED_GATEWAY_ENV.contains(&key.as_str()) {
+                    err(
+                        &format!("gateway.env.{key}"),
+                        format!("`{key}` is set by the engine from the gateway settings"),
+                        "environment keys other than the managed ones",
+                        "set `gateway.port` or `gateway.bindAddress` instead",
+                    );
+                }
+            }
+            if let Some(b) = &g.binary
+                && !b.starts_with('/')
+            {
+                err(
+                    "gateway.binary",
+                    format!("`gateway.binary` `{b}` is not an absolute path"),
+                    "an absolute path such as `/usr/local/bin/openshell-gateway`",
+                    "",
+                );
+            }
+            GatewayRuntime::DockerDriver {
+                binary: g.binary.clone(),
+                env: g.env.clone(),
+            }
+        }
+    };
+    GatewayDesired {
+        port,
+        name,
+        bind_address,
+        runtime: Some(runtime),
+        health_timeout,
+    }
 }
 
 /// Returns what is wrong with a sandbox name, if anything.

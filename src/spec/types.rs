@@ -26,9 +26,10 @@ pub struct Spec {
     pub api_version: ApiVersion,
     /// Kind of document. Always `Host`.
     pub kind: Kind,
-    /// The OpenShell gateway.
-    #[serde(default)]
-    pub gateway: GatewaySpec,
+    /// The OpenShell gateway. When absent, the engine does not manage a gateway (its port is still
+    /// reserved: 8080).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySpec>,
     /// The dashboard port pool shared by all sandboxes.
     #[serde(default)]
     pub dashboard: DashboardSpec,
@@ -38,6 +39,20 @@ pub struct Spec {
     /// How stale dashboard listeners are recognised and stopped.
     #[serde(default)]
     pub cleanup: CleanupSpec,
+    /// Data the user asks to delete, by exact name. Nothing is ever deleted otherwise, and these
+    /// steps still need `--allow destroy`.
+    #[serde(default)]
+    pub destroy: DestroySpec,
+}
+
+/// Explicit deletions.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DestroySpec {
+    /// Docker volumes to delete, by exact name (no prefixes, no patterns). A gateway volume such as
+    /// `openshell-cluster-nemoclaw` holds the k3s datastore and every sandbox workspace.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 /// `apiVersion` values.
@@ -59,11 +74,64 @@ pub enum Kind {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GatewaySpec {
+    /// Gateway name. Default: `nemoclaw` for port 8080, `nemoclaw-<port>` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: Option<String>,
+    /// How the gateway runs: `docker-driver` (a host process `openshell-gateway`) or `legacy-k3s`
+    /// (a privileged container `openshell-cluster-<name>` running k3s).
+    #[serde(default)]
+    pub runtime: RuntimeSpec,
     /// Host port of the gateway: 1024-65535, outside the dashboard range, and not 8000, 11434,
     /// 11435 or 11436 (local inference ports).
     #[serde(default = "default_gateway_port")]
     #[schemars(range(min = 1024, max = 65535))]
     pub port: u16,
+    /// Address the gateway port is published on.
+    #[serde(default)]
+    pub bind_address: BindAddress,
+    /// Run the `legacy-k3s` container privileged, as k3s needs. Set `false` only where the engine
+    /// refuses privileged containers (rootless or capability-restricted engines); k3s itself will
+    /// not work there.
+    #[serde(default = "default_true")]
+    pub privileged: bool,
+    /// Cluster image (`legacy-k3s` only), e.g. `ghcr.io/nvidia/openshell/cluster:0.0.36`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Gateway binary (`docker-driver` only). Default: `NEMOCLAW_OPENSHELL_GATEWAY_BIN`, else next
+    /// to `openshell` on PATH, else `~/.local/bin`, `/usr/local/bin`, `/usr/bin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    /// Extra environment for the `docker-driver` gateway process.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// How long a started gateway may take to answer on its port before the step fails.
+    #[serde(default = "default_health_timeout")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$"))]
+    pub health_timeout: String,
+}
+
+/// Gateway runtimes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeSpec {
+    /// A host process `openshell-gateway` driving Docker sandboxes.
+    #[default]
+    DockerDriver,
+    /// A privileged Docker container running k3s and the OpenShell server.
+    LegacyK3s,
+}
+
+/// Addresses the gateway may bind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BindAddress {
+    /// Loopback only.
+    #[default]
+    #[serde(rename = "127.0.0.1")]
+    Loopback,
+    /// Every interface.
+    #[serde(rename = "0.0.0.0")]
+    Any,
 }
 
 /// The dashboard port pool.
@@ -121,14 +189,6 @@ pub struct CleanupSpec {
     pub port_free_timeout: String,
 }
 
-impl Default for GatewaySpec {
-    fn default() -> Self {
-        Self {
-            port: default_gateway_port(),
-        }
-    }
-}
-
 impl Default for DashboardSpec {
     fn default() -> Self {
         Self {
@@ -164,6 +224,9 @@ fn default_markers() -> Vec<String> {
 }
 fn default_grace() -> String {
     "1s".to_owned()
+}
+fn default_health_timeout() -> String {
+    "60s".to_owned()
 }
 fn default_port_free_timeout() -> String {
     "2s".to_owned()

@@ -6,7 +6,6 @@ use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use nemoclaw::model::PortRange;
@@ -106,25 +105,9 @@ struct Fixture {
     range: PortRange,
 }
 
-fn next_range() -> PortRange {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    loop {
-        let base =
-            42_000 + (std::process::id() % 40) as u16 * 200 + NEXT.fetch_add(12, Ordering::SeqCst);
-        let range = PortRange {
-            start: base,
-            end: base + 10,
-        };
-        let ports: Vec<u16> = range.ports().collect();
-        if observe::probe_ports(&ports) == PortState::Free {
-            return range;
-        }
-    }
-}
-
 impl Fixture {
     fn new(sandboxes: &str, cleanup: &str) -> Self {
-        let range = next_range();
+        let range = crate::support::next_range();
         let dir = tempfile::tempdir().unwrap();
         let mut text = format!(
             "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\ndashboard:\n  portRange: \"{range}\"\nsandboxes:{sandboxes}\ncleanup:\n  termGrace: 500ms\n  killGrace: 1s\n  portFreeTimeout: 2s\n{cleanup}\n"
@@ -178,6 +161,9 @@ impl Fixture {
             home: PathBuf::from(self.path()),
             ports: vec![self.range],
             timeout: Duration::from_secs(10),
+            docker: Default::default(),
+            gateway_port: None,
+            driver: None,
         }
     }
 }
@@ -356,7 +342,12 @@ fn a_pid_recycled_between_plan_and_apply_is_refused() {
     let plan = nemoclaw::plan::plan(&f.desired(), &observed, &Default::default());
     assert_eq!(plan.changes().count(), 1);
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let report = rt.block_on(nemoclaw::apply::execute(&plan, &Quiet, &stop));
+    let report = rt.block_on(nemoclaw::apply::execute(
+        &plan,
+        &Default::default(),
+        &Quiet,
+        &stop,
+    ));
     assert!(
         matches!(&report.outcomes[0].1, nemoclaw::apply::StepOutcome::Stale(why) if why.contains("different process")),
         "{report:?}"

@@ -6,6 +6,7 @@
 //! - `host`: real processes, real signals, the real socket table.
 
 mod cli;
+mod docker;
 mod host;
 mod planner;
 mod props;

@@ -65,6 +65,7 @@ impl Host {
                 engine_pid: 100,
                 engine_ancestors: vec![90, 1],
                 listener_source: "netlink".to_owned(),
+                observed_at_ms: 1_795_000_000_000,
             },
             scanned_ports: vec![
                 PortRange::DASHBOARD_DEFAULT,
@@ -84,6 +85,9 @@ impl Host {
                 },
             },
             forwards: Observation::Known { value: Vec::new() },
+            docker: None,
+            gateway_health: None,
+            gateway_process: None,
         })
     }
 
@@ -213,5 +217,24 @@ impl Host {
     /// The finished observation.
     pub fn build(self) -> Observed {
         self.0
+    }
+}
+
+/// A free port range of 11 ports for one test, plus a 12th (`end + 1`) for its gateway. Never
+/// 18789-18799, so tests never fight the host.
+pub fn next_range() -> PortRange {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    loop {
+        let base =
+            42_000 + (std::process::id() % 40) as u16 * 200 + NEXT.fetch_add(12, Ordering::SeqCst);
+        let range = PortRange {
+            start: base,
+            end: base + 10,
+        };
+        let ports: Vec<u16> = (base..=base + 11).collect();
+        if nemoclaw::observe::probe_ports(&ports) == nemoclaw::observe::PortState::Free {
+            return range;
+        }
     }
 }

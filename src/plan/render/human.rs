@@ -50,12 +50,21 @@ fn color_of(step: &Step) -> &'static str {
     }
 }
 
-fn headline(step: &Step) -> &'static str {
-    match (step.action, step.blocked.is_some()) {
-        (Action::Stop, false) => "will be stopped",
-        (Action::Stop, true) => "would be stopped",
-        (Action::FreePort, _) => "must be freed",
-        (Action::Observe, _) => "must be observed",
+fn headline(step: &Step) -> String {
+    let verb = match step.action {
+        Action::Stop => "stopped",
+        Action::Create => "created",
+        Action::Start => "started",
+        Action::Restart => "restarted",
+        Action::Replace => "replaced (recreated)",
+        Action::Delete => "deleted, with all its data",
+        Action::FreePort => return "must be freed".to_owned(),
+        Action::Observe => return "must be observed".to_owned(),
+    };
+    if step.blocked.is_some() {
+        format!("would be {verb}")
+    } else {
+        format!("will be {verb}")
     }
 }
 
@@ -159,12 +168,9 @@ fn render_step(out: &mut String, step: &Step, style: Style) {
     let _ = writeln!(out);
 }
 
-/// `Plan: 1 to stop, 1 blocked, 2 findings.` plus the disruptive addresses first.
+/// `Plan: 1 to create, 1 to stop, 1 blocked, 2 findings.` then the riskiest addresses first.
 #[must_use]
 pub fn summary(plan: &Plan) -> String {
-    let stops = plan.changes().filter(|s| s.action == Action::Stop).count();
-    let blocked = plan.steps.iter().filter(|s| s.blocked.is_some()).count();
-    let findings = plan.findings.len();
     let plural = |n: usize, one: &str, many: &str| {
         if n == 1 {
             format!("{n} {one}")
@@ -172,19 +178,43 @@ pub fn summary(plan: &Plan) -> String {
             format!("{n} {many}")
         }
     };
-    let mut line = format!(
-        "Plan: {} to stop, {} blocked, {}.",
-        stops,
-        blocked,
-        plural(findings, "finding", "findings")
-    );
-    let risky: Vec<&str> = plan
-        .changes()
-        .filter(|s| s.risk >= Risk::Disrupt)
-        .map(|s| s.address.as_str())
+    let verbs = [
+        (Action::Create, "create"),
+        (Action::Start, "start"),
+        (Action::Stop, "stop"),
+        (Action::Restart, "restart"),
+        (Action::Replace, "replace"),
+        (Action::Delete, "delete"),
+    ];
+    let mut parts: Vec<String> = verbs
+        .iter()
+        .filter_map(|(action, verb)| {
+            let n = plan.changes().filter(|s| s.action == *action).count();
+            (n > 0).then(|| format!("{n} to {verb}"))
+        })
         .collect();
-    if !risky.is_empty() {
-        let _ = write!(line, " Disrupts: {}.", risky.join(", "));
+    if parts.is_empty() {
+        parts.push("0 to change".to_owned());
+    }
+    let blocked = plan.steps.iter().filter(|s| s.blocked.is_some()).count();
+    let mut line = format!(
+        "Plan: {}, {blocked} blocked, {}.",
+        parts.join(", "),
+        plural(plan.findings.len(), "finding", "findings")
+    );
+    for (risk, label) in [
+        (Risk::Destroy, "Destroys"),
+        (Risk::Replace, "Replaces"),
+        (Risk::Disrupt, "Disrupts"),
+    ] {
+        let addrs: Vec<&str> = plan
+            .changes()
+            .filter(|s| s.risk == risk)
+            .map(|s| s.address.as_str())
+            .collect();
+        if !addrs.is_empty() {
+            let _ = write!(line, " {label}: {}.", addrs.join(", "));
+        }
     }
     line
 }

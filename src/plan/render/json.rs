@@ -75,6 +75,46 @@ fn step_json(step: &Step) -> Value {
         Target::Ports { range } => {
             m.insert("ports".into(), json!(range));
         }
+        Target::Container(c) => {
+            m.insert("container".into(), json!(c.name));
+            m.insert("container_id".into(), json!(c.id));
+            m.insert("status".into(), json!(c.status));
+            if let Some(s) = &c.spec {
+                m.insert("image".into(), json!(s.image));
+                m.insert("volume".into(), json!(s.volume));
+                m.insert("volume_exists".into(), json!(s.volume_exists));
+                m.insert("network".into(), json!(s.network));
+                m.insert("port".into(), json!(s.host_port));
+                m.insert("bind_address".into(), json!(s.host_ip));
+            }
+            if let Some(w) = &c.wait {
+                m.insert("port".into(), json!(w.port));
+                m.insert("health_timeout_ms".into(), json!(w.timeout.0));
+            }
+        }
+        Target::Volume { name, mountpoint } => {
+            m.insert("volume".into(), json!(name));
+            m.insert("mountpoint".into(), json!(mountpoint));
+        }
+        Target::GatewayProcess(p) => {
+            m.insert("binary".into(), json!(p.binary));
+            m.insert("port".into(), json!(p.wait.port));
+            m.insert("state_dir".into(), json!(p.state_dir));
+            m.insert(
+                "env_keys".into(),
+                json!(
+                    p.managed_env
+                        .keys()
+                        .chain(&p.file_env_keys)
+                        .collect::<Vec<_>>()
+                ),
+            );
+            m.insert("health_timeout_ms".into(), json!(p.wait.timeout.0));
+            if let Some(s) = &p.stop {
+                m.insert("pid".into(), json!(s.pid));
+                m.insert("start_time".into(), json!(s.start_time));
+            }
+        }
     }
     Value::Object(m)
 }

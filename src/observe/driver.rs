@@ -1,0 +1,141 @@
+//! The `docker-driver` gateway: its state directory, pid file, and live process.
+//!
+//! The live process is the pid file's when that pid is alive and is a gateway; otherwise a gateway
+//! found listening on the gateway port is adopted (NemoClaw does the same). Its environment is
+//! read only for the keys the engine compares, so no other variable (a token, say) ever reaches an
+//! observation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use super::procfs;
+use crate::model::{DriverFacts, DriverProcess, Holders, Listener, Observation, ProcessInfo};
+
+/// Where to look.
+#[derive(Clone, Debug)]
+pub struct DriverQuery {
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Binary paths to try, in order.
+    pub binary_candidates: Vec<PathBuf>,
+    /// The gateway port.
+    pub port: u16,
+    /// Environment keys to read from the live process.
+    pub env_keys: BTreeSet<String>,
+    /// Of those, the keys whose values are kept in clear (the engine's own settings); every other
+    /// value is kept only as a fingerprint.
+    pub clear_keys: BTreeSet<String>,
+}
+
+/// The name every gateway process carries in its command line.
+pub const GATEWAY_MARKER: &str = "openshell-gateway";
+
+/// Pid file name inside the state directory.
+pub const PID_FILE: &str = "openshell-gateway.pid";
+
+/// Observes the gateway, given the listeners already read.
+#[must_use]
+pub fn observe(q: &DriverQuery, listeners: &Observation<Vec<Listener>>) -> DriverFacts {
+    let pid_path = q.state_dir.join(PID_FILE);
+    let pid_file = match std::fs::read_to_string(&pid_path) {
+        Ok(text) => match text.trim().parse::<u32>() {
+            Ok(pid) if pid > 0 => Observation::Known { value: Some(pid) },
+            _ => Observation::Unknown {
+                reason: format!("{}: not a pid: `{}`", pid_path.display(), text.trim()),
+            },
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Observation::Known { value: None },
+        Err(e) => Observation::Unknown {
+            reason: format!("{}: {e}", pid_path.display()),
+        },
+    };
+    let binary = q
+        .binary_candidates
+        .iter()
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string());
+    let is_gateway = |p: &ProcessInfo| {
+        p.command().contains(GATEWAY_MARKER)
+            || binary.as_deref().is_some_and(|b| p.command().contains(b))
+    };
+
+    let from_pid_file = pid_file
+        .known()
+        .copied()
+        .flatten()
+        .and_then(procfs::read_process)
+        .filter(is_gateway)
+        .map(|info| (info, "pid-file"));
+    let from_port = || {
+        listeners
+            .known()?
+            .iter()
+            .filter(|l| l.port == q.port)
+            .find_map(|l| match &l.holders {
+                Holders::Known { pids } => pids
+                    .iter()
+                    .filter_map(|p| procfs::read_process(*p))
+                    .find(is_gateway),
+                Holders::Unknown { .. } => None,
+            })
+    };
+    let process = from_pid_file
+        .or_else(|| from_port().map(|info| (info, "port-listener")))
+        .map(|(info, via)| {
+            let environ = read_environ(info.pid, &q.env_keys, &q.clear_keys);
+            let exe = match std::fs::read_link(format!("/proc/{}/exe", info.pid)) {
+                Ok(p) => Observation::Known {
+                    value: p.display().to_string(),
+                },
+                Err(e) => Observation::Unknown {
+                    reason: format!("/proc/{}/exe: {e}", info.pid),
+                },
+            };
+            DriverProcess {
+                info,
+                found_via: via.to_owned(),
+                environ,
+                exe,
+            }
+        });
+    DriverFacts {
+        state_dir: q.state_dir.display().to_string(),
+        pid_file,
+        binary,
+        binary_candidates: q
+            .binary_candidates
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        process,
+    }
+}
+
+/// Reads `/proc/<pid>/environ`, keeping only `keys`, and only fingerprints of values outside
+/// `clear`.
+fn read_environ(
+    pid: u32,
+    keys: &BTreeSet<String>,
+    clear: &BTreeSet<String>,
+) -> Observation<BTreeMap<String, String>> {
+    match std::fs::read(format!("/proc/{pid}/environ")) {
+        Ok(raw) => Observation::Known {
+            value: raw
+                .split(|b| *b == 0)
+                .filter_map(|kv| {
+                    let kv = String::from_utf8_lossy(kv);
+                    let (k, v) = kv.split_once('=')?;
+                    let v = if clear.contains(k) {
+                        v.to_owned()
+                    } else {
+                        crate::model::fingerprint(v)
+                    };
+                    keys.contains(k).then(|| (k.to_owned(), v))
+                })
+                .collect(),
+        },
+        Err(e) => Observation::Unknown {
+            reason: format!("/proc/{pid}/environ: {e}"),
+        },
+    }
+}

@@ -1,0 +1,673 @@
+//! The OpenShell gateway, in both runtimes, and volume deletions.
+//!
+//! Non-destructive first (#4187/#4210): a stopped container is started, never recreated, in the
+//! same plan; image drift on a running container is a `replace` that needs consent and keeps the
+//! volume; a volume is deleted only by a `delete` step for a volume the file names exactly under
+//! `destroy.volumes`, with `--allow destroy`. An unknown Docker engine yields no action at all.
+
+use std::collections::BTreeMap;
+
+use super::Builder;
+use super::step::{
+    Action, Blocked, ContainerSpec, ContainerTarget, FindingKind, HealthWait, ProcessTarget, Risk,
+    Step, StopProcess, Target,
+};
+use crate::model::{
+    ContainerFacts, Desired, DockerFacts, DriverFacts, GatewayDesired, GatewayRuntime, Holders,
+    Observation, Observed,
+};
+
+/// Port the OpenShell server listens on inside the legacy container.
+pub const CLUSTER_PORT: &str = "30051/tcp";
+/// Where the legacy volume is mounted (the k3s datastore and local-path PVs).
+pub const VOLUME_TARGET: &str = "/var/lib/rancher/k3s";
+
+pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
+    let docker = observed.docker.as_ref();
+    if let Some(Observation::Unknown { reason }) = docker {
+        b.finding(
+            "docker",
+            FindingKind::DockerUnknown,
+            format!("the Docker engine could not be asked ({reason}); nothing in Docker is started, stopped or removed until it can"),
+        );
+    }
+    let facts = docker.and_then(Observation::known);
+    match &desired.gateway.runtime {
+        Some(GatewayRuntime::LegacyK3s { image, privileged }) => {
+            legacy(desired, observed, facts, image, *privileged, b)
+        }
+        Some(GatewayRuntime::DockerDriver { env, .. }) => driver(desired, observed, env, b),
+        None => {}
+    }
+    for volume in &desired.destroy_volumes {
+        destroy_volume(desired, facts, volume, b);
+    }
+}
+
+fn address(g: &GatewayDesired) -> String {
+    format!("gateway.{}", g.name)
+}
+
+fn wait(g: &GatewayDesired) -> HealthWait {
+    HealthWait {
+        port: g.port,
+        timeout: g.health_timeout,
+    }
+}
+
+fn blocked_observe(b: &mut Builder, address: String, target: Target, why: String) {
+    b.step(Step {
+        id: format!("observe:{address}"),
+        address,
+        action: Action::Observe,
+        risk: Risk::Read,
+        reason: "the gateway's state must be known before anything is done to it".to_owned(),
+        depends_on: Vec::new(),
+        blocked: Some(Blocked {
+            reason: why,
+            allow: None,
+        }),
+        target,
+    });
+}
+
+fn legacy(
+    desired: &Desired,
+    observed: &Observed,
+    facts: Option<&DockerFacts>,
+    image: &str,
+    privileged: bool,
+    b: &mut Builder,
+) {
+    let g = &desired.gateway;
+    let name = g.cluster_name();
+    let addr = address(g);
+    let container_target = |id: Option<String>, status: Option<String>, spec, wait| {
+        Target::Container(ContainerTarget {
+            name: name.clone(),
+            id,
+            status,
+            spec,
+            wait,
+        })
+    };
+    let Some(facts) = facts else {
+        blocked_observe(
+            b,
+            addr,
+            container_target(None, None, None, None),
+            format!(
+                "the Docker engine could not be asked about container `{name}`; a container that cannot be seen is never treated as missing"
+            ),
+        );
+        return;
+    };
+    let Some(found) = facts.containers.get(&name) else {
+        blocked_observe(
+            b,
+            addr,
+            container_target(None, None, None, None),
+            format!("container `{name}` was not looked up"),
+        );
+        return;
+    };
+    let desired_image = facts.images.get(image).cloned().flatten();
+    let volume = facts.volumes.get(&name).cloned().flatten();
+    let network_exists = matches!(facts.networks.get(&name), Some(Some(_)));
+    let spec = ContainerSpec {
+        image: image.to_owned(),
+        hostname: g.node_name(),
+        cmd: vec![
+            "server".to_owned(),
+            "--disable=traefik".to_owned(),
+            "--tls-san=127.0.0.1".to_owned(),
+            "--tls-san=localhost".to_owned(),
+            "--tls-san=host.docker.internal".to_owned(),
+        ],
+        host_ip: g.bind_address.to_string(),
+        host_port: g.port,
+        container_port: CLUSTER_PORT.to_owned(),
+        volume: name.clone(),
+        volume_target: VOLUME_TARGET.to_owned(),
+        volume_exists: volume.is_some(),
+        network: name.clone(),
+        network_exists,
+        extra_hosts: vec![
+            "host.docker.internal:host-gateway".to_owned(),
+            "host.openshell.internal:host-gateway".to_owned(),
+        ],
+        privileged,
+    };
+    let image_missing = desired_image.is_none().then(|| Blocked {
+        reason: format!("image `{image}` is not present in the Docker engine; the engine does not pull images: run `docker pull {image}` and plan again"),
+        allow: None,
+    });
+
+    let Some(c) = found else {
+        // Missing: create (keeping an existing volume), then start.
+        let keeps = if volume.is_some() {
+            format!(
+                "the existing volume `{name}` is mounted again at {VOLUME_TARGET}, with its data"
+            )
+        } else {
+            format!("a new volume `{name}` is created for {VOLUME_TARGET}")
+        };
+        let create_id = format!("create:{addr}");
+        b.step(Step {
+            id: create_id.clone(),
+            address: addr.clone(),
+            action: Action::Create,
+            risk: Risk::Create,
+            reason: format!(
+                "container `{name}` does not exist; create it from `{image}` (privileged, {CLUSTER_PORT} published on {}:{}, restart unless-stopped, hostname `{}`, network `{name}`{}); {keeps}",
+                g.bind_address,
+                g.port,
+                g.node_name(),
+                if network_exists { "" } else { ", created" }
+            ),
+            depends_on: Vec::new(),
+            blocked: image_missing,
+            target: container_target(None, None, Some(spec), None),
+        });
+        b.step(Step {
+            id: format!("start:{addr}"),
+            address: addr,
+            action: Action::Start,
+            risk: Risk::Create,
+            reason: format!("start the new container `{name}` and wait up to {} for the gateway to answer on port {}", g.health_timeout, g.port),
+            depends_on: vec![create_id],
+            blocked: None,
+            target: container_target(None, None, None, Some(wait(g))),
+        });
+        return;
+    };
+
+    let drift = drift(
+        c,
+        g,
+        image,
+        desired_image.as_ref().map(|i| i.id.as_str()),
+        privileged,
+    );
+    match c.status.as_str() {
+        "running" => {}
+        "exited" | "created" => {
+            let how = match (c.exit_code, &c.finished_at) {
+                (Some(code), Some(at)) if c.status == "exited" => {
+                    format!("it exited with code {code} at {at}")
+                }
+                _ => format!("its status is `{}`", c.status),
+            };
+            b.step(Step {
+                id: format!("start:{addr}"),
+                address: addr.clone(),
+                action: Action::Start,
+                risk: Risk::Create,
+                reason: format!(
+                    "container `{name}` is stopped ({how}); start it, keeping its volume `{name}` and every sandbox workspace in it, and wait up to {} for the gateway to answer on port {}",
+                    g.health_timeout, g.port
+                ),
+                depends_on: Vec::new(),
+                blocked: None,
+                target: container_target(Some(c.id.clone()), Some(c.status.clone()), None, Some(wait(g))),
+            });
+            if let Some(d) = drift {
+                b.finding(
+                    &addr,
+                    FindingKind::GatewayDeferred,
+                    format!("{d}; a stopped gateway is started first, never recreated in the same plan: plan again after it runs to see the replacement"),
+                );
+            }
+            return;
+        }
+        other => {
+            b.step(Step {
+                id: format!("start:{addr}"),
+                address: addr,
+                action: Action::Start,
+                risk: Risk::Create,
+                reason: format!("container `{name}` is `{other}`"),
+                depends_on: Vec::new(),
+                blocked: Some(Blocked {
+                    reason: format!("a `{other}` container is not started or replaced automatically; look at `docker inspect {name}`"),
+                    allow: None,
+                }),
+                target: container_target(Some(c.id.clone()), Some(c.status.clone()), None, None),
+            });
+            return;
+        }
+    }
+
+    if let Some(d) = drift {
+        b.step(Step {
+            id: format!("replace:{addr}"),
+            address: addr,
+            action: Action::Replace,
+            risk: Risk::Replace,
+            reason: format!(
+                "{d}; recreate container `{name}`: stop it, remove it (not its volume), create it again with the same volume `{name}` and start it"
+            ),
+            depends_on: Vec::new(),
+            blocked: image_missing,
+            target: container_target(Some(c.id.clone()), Some(c.status.clone()), Some(spec), Some(wait(g))),
+        });
+        return;
+    }
+    health(observed, g, &addr, c.started_at_ms, b, || {
+        container_target(
+            Some(c.id.clone()),
+            Some(c.status.clone()),
+            None,
+            Some(wait(g)),
+        )
+    });
+}
+
+/// What differs between a container and the file: image, or how the gateway port is published.
+fn drift(
+    c: &ContainerFacts,
+    g: &GatewayDesired,
+    image: &str,
+    desired_id: Option<&str>,
+    privileged: bool,
+) -> Option<String> {
+    let mut out = Vec::new();
+    if c.privileged != privileged {
+        out.push(format!(
+            "container runs {}privileged, the file wants it {}privileged",
+            if c.privileged { "" } else { "un" },
+            if privileged { "" } else { "un" }
+        ));
+    }
+    match desired_id {
+        Some(id) if id != c.image_id => out.push(format!(
+            "container runs image `{}` ({}), the file wants `{image}` ({})",
+            c.image_ref,
+            short(&c.image_id),
+            short(id)
+        )),
+        None if c.image_ref != image => {
+            out.push(format!(
+                "container runs image `{}`, the file wants `{image}`",
+                c.image_ref
+            ));
+        }
+        _ => {}
+    }
+    let want_ip = g.bind_address.to_string();
+    let published = c.published.iter().any(|p| {
+        p.container_port == CLUSTER_PORT
+            && p.host_port == g.port
+            && (p.host_ip == want_ip || (p.host_ip.is_empty() && want_ip == "0.0.0.0"))
+    });
+    if !published {
+        let now: Vec<String> = c
+            .published
+            .iter()
+            .map(|p| format!("{}:{}->{}", p.host_ip, p.host_port, p.container_port))
+            .collect();
+        out.push(format!(
+            "container publishes {}, the file wants {want_ip}:{}->{CLUSTER_PORT}",
+            if now.is_empty() {
+                "nothing".to_owned()
+            } else {
+                now.join(", ")
+            },
+            g.port
+        ));
+    }
+    (!out.is_empty()).then(|| out.join("; "))
+}
+
+fn short(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
+}
+
+/// A running gateway that answers is converged; one that has not answered for longer than its
+/// health timeout is restarted; one that started recently is given time.
+fn health(
+    observed: &Observed,
+    g: &GatewayDesired,
+    addr: &str,
+    started_at_ms: Option<u64>,
+    b: &mut Builder,
+    target: impl FnOnce() -> Target,
+) {
+    let Some(h) = &observed.gateway_health else {
+        return;
+    };
+    if h.alive() {
+        return;
+    }
+    let detail = h.detail.clone().unwrap_or_else(|| {
+        format!(
+            "HTTP {}",
+            h.http_status.map_or("none".to_owned(), |s| s.to_string())
+        )
+    });
+    let up_ms = started_at_ms.map(|s| observed.host.observed_at_ms.saturating_sub(s));
+    match up_ms {
+        Some(up) if up < g.health_timeout.0 => b.finding(
+            addr,
+            FindingKind::GatewayStarting,
+            format!("the gateway started {}s ago and does not answer on port {} yet ({detail}); plan again after {} to judge it", up / 1000, g.port, g.health_timeout),
+        ),
+        _ => b.step(Step {
+            id: format!("restart:{addr}"),
+            address: addr.to_owned(),
+            action: Action::Restart,
+            risk: Risk::Disrupt,
+            reason: format!(
+                "the gateway runs but has not answered on port {} for longer than {} ({detail}); restart it and wait for it to answer",
+                g.port, g.health_timeout
+            ),
+            depends_on: Vec::new(),
+            blocked: None,
+            target: target(),
+        }),
+    }
+}
+
+/// The environment the engine sets for a `docker-driver` gateway (NemoClaw's launch env).
+#[must_use]
+pub fn managed_env(g: &GatewayDesired, state_dir: &str) -> BTreeMap<String, String> {
+    [
+        ("OPENSHELL_DRIVERS", "docker".to_owned()),
+        ("OPENSHELL_BIND_ADDRESS", g.bind_address.to_string()),
+        ("OPENSHELL_SERVER_PORT", g.port.to_string()),
+        ("OPENSHELL_DISABLE_TLS", "true".to_owned()),
+        ("OPENSHELL_DISABLE_GATEWAY_AUTH", "true".to_owned()),
+        (
+            "OPENSHELL_DB_URL",
+            format!("sqlite:{state_dir}/openshell.db"),
+        ),
+        (
+            "OPENSHELL_GRPC_ENDPOINT",
+            format!("http://127.0.0.1:{}", g.port),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// How a file env value is compared without ever holding it in an observation: `sha256:<hex>`.
+#[must_use]
+pub fn env_fingerprint(value: &str) -> String {
+    crate::model::fingerprint(value)
+}
+
+/// SHA-256 of a whole env map, as `KEY=VALUE\n` lines in key order.
+#[must_use]
+pub fn env_map_sha256(env: &BTreeMap<String, String>) -> String {
+    let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    crate::model::sha256_hex(text.as_bytes())
+}
+
+fn driver(
+    desired: &Desired,
+    observed: &Observed,
+    file_env: &BTreeMap<String, String>,
+    b: &mut Builder,
+) {
+    let g = &desired.gateway;
+    let addr = address(g);
+    let Some(facts) = &observed.gateway_process else {
+        blocked_observe(
+            b,
+            addr,
+            Target::Port {
+                port: g.port,
+                holders: Vec::new(),
+            },
+            "the gateway process was not observed".to_owned(),
+        );
+        return;
+    };
+    let managed = managed_env(g, &facts.state_dir);
+    let target = |stop: Option<StopProcess>| {
+        Target::GatewayProcess(ProcessTarget {
+            binary: facts.binary.clone().unwrap_or_default(),
+            managed_env: managed.clone(),
+            file_env_keys: file_env.keys().cloned().collect(),
+            file_env_sha256: env_map_sha256(file_env),
+            state_dir: facts.state_dir.clone(),
+            wait: wait(g),
+            stop,
+        })
+    };
+    let no_binary = facts.binary.is_none().then(|| Blocked {
+        reason: format!("no `openshell-gateway` binary was found (looked at {}); install OpenShell or set `gateway.binary`", facts.binary_candidates.join(", ")),
+        allow: None,
+    });
+
+    if let Some(p) = &facts.process {
+        let me = observed.host.invoking_uid;
+        let drift = driver_drift(facts, &managed, file_env);
+        if p.info.uid != me {
+            b.finding(
+                &addr,
+                FindingKind::GatewayNotice,
+                format!(
+                    "the gateway process pid {} belongs to uid {}, not you; it is left alone",
+                    p.info.pid, p.info.uid
+                ),
+            );
+            return;
+        }
+        let Some(drift) = drift else {
+            if let Some(h) = &observed.gateway_health
+                && !h.tcp_open
+            {
+                b.finding(
+                    &addr,
+                    FindingKind::GatewayNotice,
+                    format!(
+                        "gateway pid {} runs but port {} does not accept connections ({})",
+                        p.info.pid,
+                        g.port,
+                        h.detail.clone().unwrap_or_default()
+                    ),
+                );
+            }
+            return;
+        };
+        let (blocked, why) = match drift {
+            Ok(why) => (no_binary, why),
+            Err(unknown) => (
+                Some(Blocked {
+                    reason: format!("{unknown}; an unreadable process is never restarted"),
+                    allow: None,
+                }),
+                unknown,
+            ),
+        };
+        let stop = StopProcess {
+            pid: p.info.pid,
+            start_time: p.info.start_time,
+            uid: p.info.uid,
+            cmdline: p.info.cmdline.clone(),
+            ports: vec![g.port],
+            wait_free: vec![g.port],
+            term_grace: desired.cleanup.term_grace,
+            kill_grace: desired.cleanup.kill_grace,
+            port_free_timeout: desired.cleanup.port_free_timeout,
+        };
+        b.step(Step {
+            id: format!("restart:{addr}"),
+            address: addr,
+            action: Action::Restart,
+            risk: Risk::Disrupt,
+            reason: format!("gateway pid {} (found through its {}) has drifted: {why}; restart it with the file's settings", p.info.pid, p.found_via),
+            depends_on: Vec::new(),
+            blocked,
+            target: target(Some(stop)),
+        });
+        return;
+    }
+
+    // No live gateway. What holds the port decides whether one can be started.
+    let holders = observed.listeners.known().map(|ls| {
+        ls.iter()
+            .filter(|l| l.port == g.port)
+            .map(|l| &l.holders)
+            .collect::<Vec<_>>()
+    });
+    let stale_pid = match facts.pid_file.known() {
+        Some(Some(pid)) => format!(
+            " (the pid file names pid {pid}, which is not a running gateway; it is rewritten)"
+        ),
+        _ => String::new(),
+    };
+    match holders {
+        None => blocked_observe(b, addr, Target::Port { port: g.port, holders: Vec::new() }, "listening sockets could not be read, so whether the gateway port is free is unknown".to_owned()),
+        Some(hs) if hs.is_empty() => b.step(Step {
+            id: format!("start:{addr}"),
+            address: addr,
+            action: Action::Start,
+            risk: Risk::Create,
+            reason: format!(
+                "no gateway runs and port {} is free{stale_pid}; start `{}` detached with its log in {} and wait up to {} until it answers",
+                g.port,
+                facts.binary.as_deref().unwrap_or("openshell-gateway"),
+                facts.state_dir,
+                g.health_timeout
+            ),
+            depends_on: Vec::new(),
+            blocked: no_binary,
+            target: target(None),
+        }),
+        Some(hs) => {
+            let known: Vec<u32> = hs.iter().filter_map(|h| match h { Holders::Known { pids } => Some(pids.clone()), Holders::Unknown { .. } => None }).flatten().collect();
+            if known.is_empty() {
+                // Never tear down (or double-start) a live gateway because a pid file is stale.
+                b.finding(&addr, FindingKind::GatewayNotice, format!("port {} is held by a process the engine cannot see; it may be the gateway, so nothing is started or stopped", g.port));
+            } else {
+                let who: Vec<String> = known
+                    .iter()
+                    .map(|pid| observed.processes.get(pid).map_or(format!("pid {pid}"), |p| super::listeners::describe_process(p, observed.host.invoking_uid)))
+                    .collect();
+                b.step(Step {
+                    id: format!("start:{addr}"),
+                    address: addr,
+                    action: Action::Start,
+                    risk: Risk::Create,
+                    reason: format!("the gateway must run on port {}", g.port),
+                    depends_on: Vec::new(),
+                    blocked: Some(Blocked { reason: format!("port {} is held by {}, which is not an OpenShell gateway; free the port or change `gateway.port`", g.port, who.join(" and ")), allow: None }),
+                    target: target(None),
+                });
+            }
+        }
+    }
+}
+
+/// `Ok(Some(why))` drifted, `Ok(None)` matches, `Err(why)` cannot tell.
+fn driver_drift(
+    facts: &DriverFacts,
+    managed: &BTreeMap<String, String>,
+    file_env: &BTreeMap<String, String>,
+) -> Option<Result<String, String>> {
+    let p = facts.process.as_ref()?;
+    let environ = match &p.environ {
+        Observation::Known { value } => value,
+        Observation::Unknown { reason } => {
+            return Some(Err(format!("its environment could not be read ({reason})")));
+        }
+    };
+    let mut why = Vec::new();
+    for (k, v) in managed {
+        if environ.get(k) != Some(v) {
+            why.push(format!(
+                "`{k}` is {}, the file wants `{v}`",
+                environ
+                    .get(k)
+                    .map_or("unset".to_owned(), |e| format!("`{e}`"))
+            ));
+        }
+    }
+    for (k, v) in file_env {
+        if environ.get(k) != Some(&env_fingerprint(v)) {
+            why.push(format!("`{k}` differs from the file"));
+        }
+    }
+    match &p.exe {
+        Observation::Known { value } if value.ends_with(" (deleted)") => {
+            why.push("its binary was replaced on disk".to_owned())
+        }
+        Observation::Known { value } => {
+            if let Some(b) = &facts.binary
+                && value != b
+            {
+                why.push(format!("it runs `{value}`, the file resolves `{b}`"));
+            }
+        }
+        Observation::Unknown { reason } => {
+            return Some(Err(format!("its binary could not be read ({reason})")));
+        }
+    }
+    (!why.is_empty()).then(|| Ok(why.join("; ")))
+}
+
+fn destroy_volume(desired: &Desired, facts: Option<&DockerFacts>, volume: &str, b: &mut Builder) {
+    let addr = format!("volume.{volume}");
+    let Some(facts) = facts else {
+        blocked_observe(
+            b,
+            addr,
+            Target::Volume {
+                name: volume.to_owned(),
+                mountpoint: String::new(),
+            },
+            format!("the Docker engine could not be asked about volume `{volume}`"),
+        );
+        return;
+    };
+    let Some(Some(v)) = facts.volumes.get(volume) else {
+        b.finding(&addr, FindingKind::NothingToDestroy, format!("volume `{volume}` is listed under `destroy.volumes` but does not exist; nothing to delete"));
+        return;
+    };
+    let gateway_uses = matches!(
+        &desired.gateway.runtime,
+        Some(GatewayRuntime::LegacyK3s { .. })
+    ) && desired.gateway.cluster_name() == volume;
+    let blocked = if gateway_uses {
+        Some(Blocked {
+            reason: format!(
+                "the file also declares gateway `{}`, which keeps its data in this volume; remove the `gateway` section first",
+                desired.gateway.name
+            ),
+            allow: None,
+        })
+    } else if !v.used_by.is_empty() {
+        Some(Blocked {
+            reason: format!(
+                "it is mounted by container(s) {}; remove them first (`docker rm`)",
+                v.used_by
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            allow: None,
+        })
+    } else {
+        None
+    };
+    let what = if volume.starts_with("openshell-cluster-") {
+        "the k3s datastore and every sandbox workspace (PVC data) of that gateway"
+    } else {
+        "all of its data"
+    };
+    b.step(Step {
+        id: format!("delete:{addr}"),
+        address: addr,
+        action: Action::Delete,
+        risk: Risk::Destroy,
+        reason: format!("`destroy.volumes` names `{volume}`: delete it and everything in it ({what}), stored at {}. This cannot be undone", v.mountpoint),
+        depends_on: Vec::new(),
+        blocked,
+        target: Target::Volume { name: volume.to_owned(), mountpoint: v.mountpoint.clone() },
+    });
+}
