@@ -7,6 +7,7 @@
 
 mod cli;
 mod docker;
+mod driver;
 mod host;
 mod planner;
 mod props;
