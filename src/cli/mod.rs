@@ -35,6 +35,9 @@ Environment:
   HOME                where ~/.nemoclaw and ~/.config/openshell are read
   SUDO_UID            under sudo, the user whose processes and files are managed
   NEMOCLAW_LOCK_FILE  the host lock for apply (default /run/lock/nemoclaw-apply.lock)
+  DOCKER_HOST         the Docker engine (unix:///path; default /var/run/docker.sock)
+  NEMOCLAW_OPENSHELL_GATEWAY_STATE_DIR, NEMOCLAW_OPENSHELL_GATEWAY_BIN
+                      the docker-driver gateway's state directory and binary
 
 Examples:
   nemoclaw validate -f nemoclaw.yaml

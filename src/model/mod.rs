@@ -14,7 +14,7 @@ pub use observed::{
     ContainerFacts, DockerFacts, DriverFacts, DriverProcess, ForwardContent, ForwardPidFile,
     Health, Holders, HostFacts, ImageFacts, Listener, MountFacts, NetworkFacts,
     OBSERVED_FORMAT_VERSION, Observation, Observed, ProcessInfo, PublishedPort, Registry,
-    RegistryEntry, VolumeFacts,
+    RegistryEntry, RuntimeMarker, VolumeFacts,
 };
 
 /// Returns the lowercase hex SHA-256 of `bytes`.

@@ -163,6 +163,9 @@ pub struct DriverFacts {
     pub state_dir: String,
     /// The pid in `openshell-gateway.pid`: known `null` when there is no pid file.
     pub pid_file: Observation<Option<u32>>,
+    /// `runtime.json`, NemoClaw's marker of the last start: known `null` when absent.
+    #[serde(default = "absent_marker")]
+    pub runtime_marker: Observation<Option<RuntimeMarker>>,
     /// The binary that would be started, or `null` when none was found.
     pub binary: Option<String>,
     /// Where the binary was looked for.
@@ -331,4 +334,19 @@ pub struct ForwardContent {
     pub sandbox_id: String,
     /// Bind address of the forward.
     pub bind: String,
+}
+
+/// The fields of `runtime.json` the engine reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeMarker {
+    /// Pid recorded at start.
+    pub pid: Option<u32>,
+    /// Binary recorded at start.
+    pub gateway_binary: Option<String>,
+    /// Endpoint recorded at start.
+    pub endpoint: Option<String>,
+}
+
+fn absent_marker() -> Observation<Option<RuntimeMarker>> {
+    Observation::Known { value: None }
 }

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::procfs;
-use crate::model::{DriverFacts, DriverProcess, Holders, Listener, Observation, ProcessInfo};
+use crate::model::{
+    DriverFacts, DriverProcess, Holders, Listener, Observation, ProcessInfo, RuntimeMarker,
+};
 
 /// Where to look.
 #[derive(Clone, Debug)]
@@ -47,6 +49,34 @@ pub fn observe(q: &DriverQuery, listeners: &Observation<Vec<Listener>>) -> Drive
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Observation::Known { value: None },
         Err(e) => Observation::Unknown {
             reason: format!("{}: {e}", pid_path.display()),
+        },
+    };
+    let marker_path = q.state_dir.join("runtime.json");
+    let runtime_marker = match std::fs::read_to_string(&marker_path) {
+        Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) => Observation::Known {
+                value: Some(RuntimeMarker {
+                    pid: v
+                        .get("pid")
+                        .and_then(serde_json::Value::as_u64)
+                        .and_then(|p| u32::try_from(p).ok()),
+                    gateway_binary: v
+                        .get("gatewayBinary")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned),
+                    endpoint: v
+                        .get("endpoint")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned),
+                }),
+            },
+            Err(e) => Observation::Unknown {
+                reason: format!("{}: not JSON: {e}", marker_path.display()),
+            },
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Observation::Known { value: None },
+        Err(e) => Observation::Unknown {
+            reason: format!("{}: {e}", marker_path.display()),
         },
     };
     let binary = q
@@ -101,6 +131,7 @@ pub fn observe(q: &DriverQuery, listeners: &Observation<Vec<Listener>>) -> Drive
     DriverFacts {
         state_dir: q.state_dir.display().to_string(),
         pid_file,
+        runtime_marker,
         binary,
         binary_candidates: q
             .binary_candidates

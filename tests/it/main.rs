@@ -10,6 +10,7 @@ mod docker;
 mod driver;
 mod host;
 mod planner;
+mod planner_gateway;
 mod props;
 mod spec_files;
 mod support;

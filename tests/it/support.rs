@@ -238,3 +238,132 @@ pub fn next_range() -> PortRange {
         }
     }
 }
+
+/// A container as Docker reports it, for planner fixtures.
+pub fn container(
+    status: &str,
+    image: &str,
+    image_id: &str,
+    port: u16,
+) -> nemoclaw::model::ContainerFacts {
+    nemoclaw::model::ContainerFacts {
+        id: "c0ffee00c0ffee00c0ffee00".to_owned(),
+        status: status.to_owned(),
+        running: status == "running",
+        exit_code: (status == "exited").then_some(137),
+        started_at: Some("2026-11-23T10:00:00Z".to_owned()),
+        finished_at: (status == "exited").then(|| "2026-11-23T11:00:00Z".to_owned()),
+        started_at_ms: Some(1_795_000_000_000 - 3_600_000),
+        image_ref: image.to_owned(),
+        image_id: image_id.to_owned(),
+        published: vec![nemoclaw::model::PublishedPort {
+            container_port: "30051/tcp".to_owned(),
+            host_ip: "127.0.0.1".to_owned(),
+            host_port: port,
+        }],
+        mounts: vec![nemoclaw::model::MountFacts {
+            kind: "volume".to_owned(),
+            name: Some("openshell-cluster-nemoclaw".to_owned()),
+            destination: "/var/lib/rancher/k3s".to_owned(),
+        }],
+        privileged: true,
+    }
+}
+
+impl Host {
+    /// Docker facts for the legacy gateway `nemoclaw`: the container (or none), its volume and
+    /// network, and the desired image `img:2` (id `sha256:2222…`).
+    pub fn legacy(
+        mut self,
+        c: Option<nemoclaw::model::ContainerFacts>,
+        volume_used_by: &[&str],
+    ) -> Self {
+        let name = "openshell-cluster-nemoclaw".to_owned();
+        let mut facts = nemoclaw::model::DockerFacts {
+            server_version: "20.10.24".to_owned(),
+            ..Default::default()
+        };
+        facts.containers.insert(name.clone(), c);
+        facts.volumes.insert(
+            name.clone(),
+            Some(nemoclaw::model::VolumeFacts {
+                driver: "local".to_owned(),
+                mountpoint: format!("/var/lib/docker/volumes/{name}/_data"),
+                used_by: volume_used_by.iter().map(|s| (*s).to_owned()).collect(),
+            }),
+        );
+        facts.networks.insert(
+            name.clone(),
+            Some(nemoclaw::model::NetworkFacts {
+                id: "n1".to_owned(),
+                driver: "bridge".to_owned(),
+            }),
+        );
+        facts.images.insert(
+            "img:2".to_owned(),
+            Some(nemoclaw::model::ImageFacts {
+                id: "sha256:2222222222222222".to_owned(),
+            }),
+        );
+        self.0.docker = Some(Observation::Known { value: facts });
+        self
+    }
+
+    /// The Docker engine could not be asked.
+    pub fn docker_unknown(mut self) -> Self {
+        self.0.docker = Some(Observation::Unknown {
+            reason:
+                "cannot reach the Docker engine at /var/run/docker.sock: No such file or directory"
+                    .to_owned(),
+        });
+        self
+    }
+
+    /// The gateway port's probe result.
+    pub fn health(mut self, http: Option<u16>) -> Self {
+        self.0.gateway_health = Some(nemoclaw::model::Health {
+            tcp_open: http.is_some(),
+            http_status: http,
+            detail: http
+                .is_none()
+                .then(|| "connect: Connection refused (os error 111)".to_owned()),
+        });
+        self
+    }
+
+    /// The docker-driver gateway's facts, with an optional live process and its environment.
+    pub fn driver(
+        mut self,
+        process: Option<(u32, BTreeMap<String, String>)>,
+        binary: Option<&str>,
+    ) -> Self {
+        let state_dir = "/home/alice/.local/state/nemoclaw/openshell-docker-gateway".to_owned();
+        self.0.gateway_process = Some(nemoclaw::model::DriverFacts {
+            state_dir,
+            pid_file: Observation::Known {
+                value: process.as_ref().map(|(p, _)| *p),
+            },
+            runtime_marker: Observation::Known { value: None },
+            binary: binary.map(str::to_owned),
+            binary_candidates: vec![
+                "/usr/local/bin/openshell-gateway".to_owned(),
+                "/usr/bin/openshell-gateway".to_owned(),
+            ],
+            process: process.map(|(pid, environ)| nemoclaw::model::DriverProcess {
+                info: ProcessInfo {
+                    pid,
+                    start_time: 7000,
+                    uid: ME,
+                    user: Some("alice".to_owned()),
+                    cmdline: vec!["/usr/local/bin/openshell-gateway".to_owned()],
+                },
+                found_via: "pid-file".to_owned(),
+                environ: Observation::Known { value: environ },
+                exe: Observation::Known {
+                    value: "/usr/local/bin/openshell-gateway".to_owned(),
+                },
+            }),
+        });
+        self
+    }
+}
