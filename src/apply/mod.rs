@@ -13,6 +13,7 @@
 
 pub mod container;
 pub mod driver;
+pub mod journal;
 pub mod lock;
 pub mod stop;
 
@@ -111,7 +112,7 @@ pub async fn execute(
         } else {
             reporter.started(step);
             let progress = |m: &str| reporter.progress(step, m);
-            run_step(step, context, &progress).await
+            run_journaled(plan, step, context, &progress, reporter).await
         };
         reporter.finished(step, &outcome, started.elapsed());
         report.outcomes.push((step.id.clone(), outcome));
@@ -127,6 +128,66 @@ pub struct ApplyContext {
     pub docker_endpoint: Option<String>,
     /// The file's `gateway.env`.
     pub gateway_env: BTreeMap<String, String>,
+    /// Where intents and outcomes are recorded; `None` runs without a journal.
+    pub journal: Option<journal::Journal>,
+}
+
+/// Runs one step between its journal intent and outcome, reporting progress while it runs.
+async fn run_journaled(
+    plan: &Plan,
+    step: &Step,
+    context: &ApplyContext,
+    progress: &(dyn Fn(&str) + Send + Sync),
+    reporter: &dyn Reporter,
+) -> StepOutcome {
+    let now = || crate::observe::now_ms();
+    if let Some(j) = &context.journal {
+        let intent = journal::Event::Intent {
+            run: j.run().to_owned(),
+            at_ms: now(),
+            step: step.id.clone(),
+            address: step.address.clone(),
+            action: step.action,
+            risk: step.risk,
+            plan_sha256: plan.sha256(),
+            target: Box::new(step.target.clone()),
+        };
+        // No intent on disk, no action: an unrecorded mutation could not be recovered.
+        if let Err(e) = j.record(&intent) {
+            return StepOutcome::Failed(format!(
+                "cannot write the journal {}: {e}",
+                j.path().display()
+            ));
+        }
+    }
+    let started = Instant::now();
+    let work = run_step(step, context, progress);
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut work => break outcome,
+            _ = tick.tick() => reporter.progress(step, &format!("still running... [{}s elapsed]", started.elapsed().as_secs())),
+        }
+    };
+    if let Some(j) = &context.journal {
+        let (kind, message) = match &outcome {
+            StepOutcome::Done(m) => ("done", m),
+            StepOutcome::Skipped(m) => ("skipped", m),
+            StepOutcome::Stale(m) => ("stale", m),
+            StepOutcome::Failed(m) => ("failed", m),
+        };
+        let _ = j.record(&journal::Event::Outcome {
+            run: j.run().to_owned(),
+            at_ms: now(),
+            step: step.id.clone(),
+            outcome: kind.to_owned(),
+            message: message.clone(),
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+    outcome
 }
 
 async fn run_step(

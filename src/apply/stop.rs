@@ -26,8 +26,7 @@ pub async fn run(p: &StopProcess, progress: &(dyn Fn(&str) + Send + Sync)) -> St
     let pidfd = match pidfd_open(pid, PidfdFlags::empty()) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::SRCH) => {
-            progress("already exited");
-            return wait_ports_free(p, "the process had already exited").await;
+            return already_gone(p, progress);
         }
         Err(e) => {
             return StepOutcome::Failed(format!("cannot open a pidfd for pid {}: {e}", p.pid));
@@ -35,8 +34,7 @@ pub async fn run(p: &StopProcess, progress: &(dyn Fn(&str) + Send + Sync)) -> St
     };
     // The pidfd now pins the process; check it is the one that was planned against.
     let Some(now) = procfs::read_process(p.pid) else {
-        progress("already exited");
-        return wait_ports_free(p, "the process had already exited").await;
+        return already_gone(p, progress);
     };
     if now.start_time != p.start_time {
         return StepOutcome::Stale(format!(
@@ -141,6 +139,26 @@ async fn exited_within(pidfd: &Arc<OwnedFd>, limit: Duration) -> bool {
         }
     });
     waited.await.unwrap_or(false)
+}
+
+/// The planned process is gone. If its ports are free the step's goal holds; if something else
+/// listens there now, the facts moved and the plan no longer describes the host.
+fn already_gone(p: &StopProcess, progress: &(dyn Fn(&str) + Send + Sync)) -> StepOutcome {
+    progress("already exited");
+    match observe::probe_ports(&p.ports) {
+        PortState::Free => StepOutcome::Done(format!(
+            "pid {} had already exited; {:?} free",
+            p.pid, p.ports
+        )),
+        PortState::Busy(_) => StepOutcome::Stale(format!(
+            "pid {} exited since the plan and {:?} is held by another listener now; it was not signalled",
+            p.pid, p.ports
+        )),
+        PortState::Inconclusive(why) => StepOutcome::Failed(format!(
+            "pid {} had already exited, but whether {:?} is free cannot be read: {why}",
+            p.pid, p.ports
+        )),
+    }
 }
 
 /// Polls the socket table until every port in `wait_free` shows no listener. Inconclusive reads

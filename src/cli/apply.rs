@@ -6,32 +6,60 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::plan::Consent;
-use super::{CliError, Exit, context, ui};
-use crate::apply::{self as executor, lock};
-use crate::plan::{self as planner, Plan, render};
+use super::{CliError, Exit, context, recovery, ui};
+use crate::apply::{self as executor, journal, lock};
+use crate::model::Desired;
+use crate::plan::saved::SavedPlan;
+use crate::plan::{self as planner, Plan, PlanOptions, render};
 
 /// Carry out the plan for this host: show it, ask, act step by step, then observe again and check
-/// the host converged.
+/// the host converged. With PLAN (from `nemoclaw plan --out`), carry out exactly that plan.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The desired-state file.
-    #[arg(
-        short = 'f',
-        long = "file",
-        default_value = "nemoclaw.yaml",
-        value_name = "FILE"
-    )]
-    file: PathBuf,
+    /// A saved plan to apply exactly (from `nemoclaw plan --out PLAN`). Refused when its desired
+    /// file changed or, step by step, when the facts a step was planned against moved.
+    #[arg(value_name = "PLAN", conflicts_with = "file")]
+    plan: Option<PathBuf>,
+    /// The desired-state file (when no PLAN is given).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
     /// Do not ask for confirmation. Required when stdin is not a terminal.
     #[arg(short = 'y', long)]
     yes: bool,
-    /// Consent to riskier steps: `replace` (recreate, rotate) or `destroy` (data loss).
-    #[arg(long, value_enum, value_name = "CLASS")]
+    /// Consent to riskier steps: `replace` (recreate, rotate) or `destroy` (data loss), or to one
+    /// step only: `destroy=volume.openshell-cluster-old`. Repeatable; binds to this apply's plan.
+    #[arg(long, value_name = "CLASS[=ADDRESS]", value_parser = super::plan::parse_consent)]
     allow: Vec<Consent>,
 }
 
 pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
-    let desired = context::load_desired(&args.file, color)?;
+    let saved = match &args.plan {
+        Some(path) => Some(load_saved(path)?),
+        None => None,
+    };
+    let file = match &saved {
+        Some(s) => PathBuf::from(&s.plan.desired.path),
+        None => args
+            .file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("nemoclaw.yaml")),
+    };
+    let desired = context::load_desired(&file, color)?;
+    if let Some(s) = &saved
+        && desired.source.sha256 != s.plan.desired.sha256
+    {
+        ui::print_error(
+                &CliError::new(format!(
+                    "`{}` changed since the plan was saved (sha256 {}, planned against {}); nothing was applied",
+                    file.display(),
+                    desired.source.sha256,
+                    s.plan.desired.sha256
+                ))
+                .hint("run `nemoclaw plan --out PLAN` again and review the new plan"),
+                color,
+            );
+        return Ok(Exit::Stale);
+    }
     let lock_path = context::lock_path();
     let _lock = lock::acquire(&lock_path).map_err(|e| {
         let hint = match &e {
@@ -42,14 +70,25 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
         };
         CliError::from_error("cannot take the host lock", &e).hint(hint)
     })?;
+    let journal = journal::Journal::open(&context::state_dir(), crate::observe::now_ms())
+        .map_err(|e| CliError::from_error("cannot open the apply journal", &e))?;
     let rt = context::runtime()?;
     let opts = context::observe_options(Some(&desired));
-    let options = super::plan::options(&args.allow);
-    let style = render::Style { color };
-    let apply_context = context::apply_context(&desired);
-
     let observed = rt.block_on(crate::observe::observe(&opts));
-    let plan = planner::plan(&desired, &observed, &options);
+
+    // An earlier apply that died mid-step is judged first; an unknown outcome holds back
+    // anything destructive.
+    let hold = recovery::review(journal.path(), &observed, Some(&journal));
+    let options = super::plan::options(&args.allow, hold);
+    let plan = match saved {
+        Some(s) => {
+            let mut plan = s.plan;
+            planner::consent(&mut plan.steps, &options);
+            plan
+        }
+        None => planner::plan(&desired, &observed, &options),
+    };
+    let style = render::Style { color };
     ui::print(&render::render_human(&plan, style));
     if !plan.has_changes() {
         return Ok(if plan.is_blocked() {
@@ -59,7 +98,40 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
         });
     }
     confirm(args.yes)?;
+    execute(&rt, &plan, &desired, &options, journal, &opts)
+}
 
+fn load_saved(path: &std::path::Path) -> Result<SavedPlan, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::from_error(
+            format!("cannot read the saved plan `{}`", path.display()),
+            &e,
+        )
+    })?;
+    SavedPlan::parse(&text).map_err(|why| {
+        CliError::new(format!("`{}` cannot be applied: {why}", path.display()))
+            .hint("save a plan with `nemoclaw plan --out PLAN`")
+    })
+}
+
+fn execute(
+    rt: &tokio::runtime::Runtime,
+    plan: &Plan,
+    desired: &Desired,
+    options: &PlanOptions,
+    journal: journal::Journal,
+    opts: &crate::observe::ObserveOptions,
+) -> Result<Exit, CliError> {
+    let mut apply_context = context::apply_context(desired);
+    let _ = journal.record(&journal::Event::Start {
+        run: journal.run().to_owned(),
+        at_ms: crate::observe::now_ms(),
+        plan_sha256: plan.sha256(),
+        desired_path: plan.desired.path.clone(),
+        desired_sha256: plan.desired.sha256.clone(),
+        steps: plan.steps.len(),
+    });
+    apply_context.journal = Some(journal.clone());
     let interrupted = Arc::new(AtomicBool::new(false));
     let report = rt.block_on(async {
         let flag = Arc::clone(&interrupted);
@@ -69,23 +141,25 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
                 count += 1;
                 if count == 1 {
                     flag.store(true, Ordering::SeqCst);
-                    ui::eprint("\nInterrupt received: finishing the running step and starting nothing new. Press Ctrl-C again to abort at once.\n");
+                    ui::eprint(
+                        "\nInterrupt received: finishing the running step and starting nothing new. Press Ctrl-C again to abort at once.\n",
+                    );
                 } else {
                     ui::eprint("\nAborted.\n");
                     std::process::exit(Exit::Interrupted as i32);
                 }
             }
         });
-        executor::execute(&plan, &apply_context, &ui::LineReporter, &interrupted).await
+        executor::execute(plan, &apply_context, &ui::LineReporter, &interrupted).await
     });
 
     // Convergence is judged by looking again, never by trusting the steps' own reports.
     let after = planner::plan(
-        &desired,
-        &rt.block_on(crate::observe::observe(&opts)),
-        &options,
+        desired,
+        &rt.block_on(crate::observe::observe(opts)),
+        options,
     );
-    ui::print(&format!("\n{}\n", closing_line(&plan, &report, &after)));
+    ui::print(&format!("\n{}\n", closing_line(plan, &report, &after)));
     let mut codes = vec![Exit::Ok];
     if report.interrupted {
         codes.push(Exit::Interrupted);
@@ -99,7 +173,13 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
     if after.is_blocked() || plan.is_blocked() {
         codes.push(Exit::Blocked);
     }
-    Ok(Exit::first_of(codes))
+    let exit = Exit::first_of(codes);
+    let _ = journal.record(&journal::Event::End {
+        run: journal.run().to_owned(),
+        at_ms: crate::observe::now_ms(),
+        exit: exit as u8,
+    });
+    Ok(exit)
 }
 
 fn confirm(yes: bool) -> Result<(), CliError> {
@@ -131,6 +211,11 @@ fn closing_line(plan: &Plan, report: &executor::ApplyReport, after: &Plan) -> St
     );
     if report.interrupted {
         return format!("Apply interrupted: {ran}. Run `nemoclaw plan` to see what is left.");
+    }
+    if report.any_stale() {
+        return format!(
+            "Apply stopped: {ran}; the host moved since the plan (see above). Plan again and review it."
+        );
     }
     if after.is_converged() {
         return format!(

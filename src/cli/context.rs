@@ -153,6 +153,14 @@ fn binary_candidates(explicit: Option<&str>, home: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `$XDG_STATE_HOME/nemoclaw`, else `~/.local/state/nemoclaw`: the journal's home.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("nemoclaw");
+    }
+    home_dir(invoking_uid()).join(".local/state/nemoclaw")
+}
+
 /// What apply needs beyond the plan.
 pub fn apply_context(desired: &Desired) -> crate::apply::ApplyContext {
     crate::apply::ApplyContext {
@@ -161,6 +169,7 @@ pub fn apply_context(desired: &Desired) -> crate::apply::ApplyContext {
             Some(GatewayRuntime::DockerDriver { env, .. }) => env.clone(),
             _ => Default::default(),
         },
+        journal: None,
     }
 }
 

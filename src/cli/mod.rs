@@ -5,8 +5,11 @@
 mod apply;
 mod context;
 mod exit;
+mod history;
+mod init;
 mod observe;
 mod plan;
+mod recovery;
 mod schema;
 mod ui;
 mod validate;
@@ -82,6 +85,10 @@ enum Command {
     /// Carry out the plan: shows it, asks, acts, then checks the host converged.
     #[command(after_long_help = AFTER_HELP)]
     Apply(apply::Args),
+    /// List past applies on this host, from the journal.
+    History(history::Args),
+    /// Write a desired-state file describing this host as it is now.
+    Init(init::Args),
 }
 
 /// Runs the CLI with these arguments and returns the process exit code.
@@ -107,6 +114,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Observe(a) => observe::run(&a),
         Command::Plan(a) => plan::run(&a, color),
         Command::Apply(a) => apply::run(&a, color),
+        Command::History(a) => history::run(&a),
+        Command::Init(a) => init::run(&a),
     };
     match result {
         Ok(code) => code.into(),

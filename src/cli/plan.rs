@@ -1,6 +1,5 @@
 //! `nemoclaw plan`.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::{CliError, Exit, context, ui};
@@ -23,56 +22,118 @@ pub struct Args {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Human)]
     output: Format,
+    /// Also save the plan to PLAN, for `nemoclaw apply PLAN` to carry out exactly.
+    #[arg(long, value_name = "PLAN")]
+    out: Option<PathBuf>,
     /// Exit 0 when there is nothing to do, 2 when there are changes, 3 when something is blocked.
     #[arg(long)]
     detailed_exitcode: bool,
     /// Exit 7 when the plan has changes (for scheduled drift checks).
     #[arg(long)]
     expect_no_changes: bool,
-    /// Consent to riskier steps: `replace` (recreate, rotate) or `destroy` (data loss).
-    #[arg(long, value_enum, value_name = "CLASS")]
+    /// Consent to riskier steps: `replace` (recreate, rotate) or `destroy` (data loss), or to one
+    /// step only: `destroy=volume.openshell-cluster-old`. Repeatable.
+    #[arg(long, value_name = "CLASS[=ADDRESS]", value_parser = parse_consent)]
     pub allow: Vec<Consent>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
+    /// Terraform-style text.
     Human,
+    /// The versioned JSON plan (docs/plan-json.md).
     Json,
+    /// A pull-request comment.
+    Markdown,
 }
 
-/// Risk classes that need consent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Consent {
-    /// Recreate containers, rotate secrets.
-    Replace,
-    /// Delete volumes, PVCs, sandboxes.
-    Destroy,
+/// One `--allow` value: a risk class, optionally narrowed to one step's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consent {
+    risk: Risk,
+    address: Option<String>,
+}
+
+/// Parses `replace`, `destroy`, `replace=<address>` or `destroy=<address>`.
+pub fn parse_consent(text: &str) -> Result<Consent, String> {
+    let (class, address) = match text.split_once('=') {
+        Some((c, a)) if !a.trim().is_empty() => (c, Some(a.trim().to_owned())),
+        Some(_) => return Err(format!("`{text}` names no address after `=`")),
+        None => (text, None),
+    };
+    let risk = match class {
+        "replace" => Risk::Replace,
+        "destroy" => Risk::Destroy,
+        "read" | "create" | "disrupt" => {
+            return Err(format!(
+                "`{class}` steps need no consent; `--allow` takes `replace` or `destroy`"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "`{other}` is not a risk class; use `replace` or `destroy`, optionally with `=<address>`"
+            ));
+        }
+    };
+    Ok(Consent { risk, address })
 }
 
 /// Turns `--allow` flags into planner options.
-pub fn options(allow: &[Consent]) -> PlanOptions {
-    let allow: BTreeSet<Risk> = allow
-        .iter()
-        .map(|c| match c {
-            Consent::Replace => Risk::Replace,
-            Consent::Destroy => Risk::Destroy,
-        })
-        .collect();
-    PlanOptions { allow }
+pub fn options(allow: &[Consent], hold_destructive: Option<String>) -> PlanOptions {
+    let mut options = PlanOptions {
+        hold_destructive,
+        ..PlanOptions::default()
+    };
+    for c in allow {
+        match &c.address {
+            Some(a) => {
+                options.allow_steps.insert((c.risk, a.clone()));
+            }
+            None => {
+                options.allow.insert(c.risk);
+            }
+        }
+    }
+    options
 }
 
 pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
     let desired = context::load_desired(&args.file, color)?;
-    let observed = match &args.observed {
-        Some(path) => context::load_observed(path)?,
-        None => context::runtime()?.block_on(crate::observe::observe(&context::observe_options(
-            Some(&desired),
-        ))),
+    let (observed, hold) = match &args.observed {
+        Some(path) => (context::load_observed(path)?, None),
+        None => {
+            let observed = context::runtime()?.block_on(crate::observe::observe(
+                &context::observe_options(Some(&desired)),
+            ));
+            // Report (without recording) steps an interrupted apply left mid-way; only human
+            // output shows it, so JSON and markdown stay pure data.
+            let journal = context::state_dir().join("journal.jsonl");
+            let hold = if args.output == Format::Human {
+                super::recovery::review(&journal, &observed, None)
+            } else {
+                super::recovery::hold_only(&journal, &observed)
+            };
+            (observed, hold)
+        }
     };
-    let plan = planner::plan(&desired, &observed, &options(&args.allow));
+    let plan = planner::plan(&desired, &observed, &options(&args.allow, hold));
     match args.output {
         Format::Human => ui::print(&render::render_human(&plan, render::Style { color })),
         Format::Json => ui::print(&render::render_json(&plan)),
+        Format::Markdown => ui::print(&render::render_markdown(&plan)),
+    }
+    if let Some(out) = &args.out {
+        save(out, &plan)?;
+        ui::eprint(&format!(
+            "Saved the plan to `{}` (plan sha256 {}). Apply exactly this plan with `nemoclaw apply {}`.\n",
+            out.display(),
+            plan.sha256(),
+            out.display()
+        ));
+    } else if args.output == Format::Human && plan.has_changes() {
+        ui::eprint(
+            "Note: without `--out`, a later `nemoclaw apply` plans again and may act on a host that moved. Save this plan with `--out PLAN` to apply exactly what you reviewed.\n",
+        );
     }
     let mut codes = vec![Exit::Ok];
     if args.expect_no_changes && plan.has_changes() {
@@ -87,4 +148,29 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
         }
     }
     Ok(Exit::first_of(codes))
+}
+
+/// Writes a saved plan atomically, readable only by its owner.
+fn save(path: &std::path::Path, plan: &crate::plan::Plan) -> Result<(), CliError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let saved = crate::plan::saved::SavedPlan::new(plan.clone());
+    let text = serde_json::to_string_pretty(&saved)
+        .map_err(|e| CliError::from_error("cannot render the plan", &e))?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        CliError::from_error(format!("cannot write the plan to `{}`", path.display()), &e)
+    })
 }

@@ -35,6 +35,33 @@ pub fn rfc3339_ms(s: &str) -> Option<u64> {
     u64::try_from(secs * 1000 + millis).ok()
 }
 
+/// Formats milliseconds since the epoch as `2026-11-23T16:25:01Z` (UTC).
+#[must_use]
+pub fn format_rfc3339(ms: u64) -> String {
+    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -49,6 +76,17 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::rfc3339_ms;
+
+    #[test]
+    fn formatting_round_trips() {
+        for s in [
+            "1970-01-01T00:00:00Z",
+            "2026-11-23T16:25:01Z",
+            "2000-02-29T23:59:59Z",
+        ] {
+            assert_eq!(super::format_rfc3339(rfc3339_ms(s).unwrap()), s);
+        }
+    }
 
     #[test]
     fn docker_timestamps_parse() {

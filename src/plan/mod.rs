@@ -6,7 +6,9 @@
 
 pub mod gateway;
 mod listeners;
+pub mod recovery;
 pub mod render;
+pub mod saved;
 pub mod step;
 
 use std::collections::BTreeSet;
@@ -29,6 +31,13 @@ pub const PLAN_FORMAT_VERSION: &str = "1.0";
 pub struct PlanOptions {
     /// Risk classes above the default (`disrupt`) that the user consented to with `--allow`.
     pub allow: BTreeSet<Risk>,
+    /// Single steps consented to with `--allow <class>=<address>`.
+    #[serde(default)]
+    pub allow_steps: BTreeSet<(Risk, String)>,
+    /// Set when an earlier apply was interrupted and its outcome is unknown: nothing `replace` or
+    /// riskier may run until it is known.
+    #[serde(default)]
+    pub hold_destructive: Option<String>,
 }
 
 /// An ordered set of steps and the findings that explain what is left alone.
@@ -67,6 +76,12 @@ impl Plan {
     pub fn is_converged(&self) -> bool {
         !self.has_changes() && !self.is_blocked()
     }
+
+    /// SHA-256 of the plan's canonical JSON: the id a review, a saved plan and the journal share.
+    #[must_use]
+    pub fn sha256(&self) -> String {
+        crate::model::sha256_hex(&serde_json::to_vec(self).unwrap_or_default())
+    }
 }
 
 /// Computes the steps that move `observed` toward `desired`.
@@ -101,15 +116,7 @@ impl Builder {
     }
 
     fn finish(mut self, desired: &Desired, options: &PlanOptions) -> Plan {
-        for step in &mut self.steps {
-            let needs_consent = step.risk > Risk::Disrupt && !options.allow.contains(&step.risk);
-            if needs_consent && step.blocked.is_none() {
-                step.blocked = Some(Blocked {
-                    reason: format!("`{}` steps need explicit consent", step.risk),
-                    allow: Some(format!("--allow {}", step.risk)),
-                });
-            }
-        }
+        consent(&mut self.steps, options);
         self.steps = order(self.steps);
         self.findings.sort();
         self.findings.dedup();
@@ -117,6 +124,44 @@ impl Builder {
             desired: desired.source.clone(),
             steps: self.steps,
             findings: self.findings,
+        }
+    }
+}
+
+/// Applies consent to steps: a step riskier than `disrupt` is blocked unless `options` allows its
+/// class or exactly its address, and while an earlier apply's outcome is unknown nothing
+/// `replace` or riskier runs at all. Only consent blocks (those with an `allow` flag) are
+/// re-evaluated, so a saved plan can be consented to at apply time by the same rule; blocks that
+/// need a person stay.
+pub fn consent(steps: &mut [Step], options: &PlanOptions) {
+    for step in steps.iter_mut() {
+        if step.blocked.as_ref().is_some_and(|b| b.allow.is_some()) {
+            step.blocked = None;
+        }
+        if step.blocked.is_some() || step.risk <= Risk::Disrupt {
+            continue;
+        }
+        if let Some(why) = &options.hold_destructive {
+            step.blocked = Some(Blocked {
+                reason: why.clone(),
+                allow: None,
+            });
+            continue;
+        }
+        let allowed = options.allow.contains(&step.risk)
+            || options
+                .allow_steps
+                .contains(&(step.risk, step.address.clone()));
+        if !allowed {
+            let flag = if step.risk == Risk::Destroy {
+                format!("--allow destroy={}", step.address)
+            } else {
+                format!("--allow {}", step.risk)
+            };
+            step.blocked = Some(Blocked {
+                reason: format!("`{}` steps need explicit consent", step.risk),
+                allow: Some(flag),
+            });
         }
     }
 }

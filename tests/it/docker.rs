@@ -417,7 +417,11 @@ fn volumes_are_deleted_only_by_exact_name_and_with_consent() {
     let plan = g.plan(&[]);
     assert_eq!(step_ids(&plan), vec![format!("delete:volume.{c}")]);
     assert_eq!(plan["steps"][0]["risk"], "destroy");
-    assert_eq!(plan["steps"][0]["blocked"]["allow"], "--allow destroy");
+    assert_eq!(
+        plan["steps"][0]["blocked"]["allow"],
+        format!("--allow destroy=volume.{c}"),
+        "consent to data loss names the volume"
+    );
     assert_eq!(code(&g.run(&["apply", "--yes"])), 3);
     assert!(exists(&c));
     let out = g.run(&["apply", "--yes", "--allow", "destroy"]);

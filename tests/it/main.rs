@@ -8,6 +8,7 @@
 mod cli;
 mod docker;
 mod driver;
+mod gitops;
 mod host;
 mod planner;
 mod planner_gateway;

@@ -18,6 +18,7 @@ fn planned(name: &str, d: &Desired, o: &Observed, allow: &[Risk]) -> Plan {
         o,
         &PlanOptions {
             allow: allow.iter().copied().collect(),
+            ..PlanOptions::default()
         },
     );
     snap!(
@@ -166,6 +167,7 @@ fn destroy_names_the_volume_and_needs_consent() {
         &o,
         &PlanOptions {
             allow: [Risk::Destroy].into(),
+            ..PlanOptions::default()
         },
     );
     assert_eq!(
@@ -247,4 +249,52 @@ fn driver_port_with_an_unseen_owner_keeps_whatever_serves_there() {
         "never start a second gateway or tear down a live one on a guess"
     );
     assert_eq!(p.findings.len(), 1);
+}
+
+#[test]
+fn markdown_comments_carry_a_banner_and_the_plan_hash() {
+    let drift = plan(
+        &desired(LEGACY),
+        &Host::new()
+            .legacy(
+                Some(container("running", "img:1", "sha256:1111", 8080)),
+                &[],
+            )
+            .health(Some(200))
+            .build(),
+        &PlanOptions::default(),
+    );
+    let md = render::render_markdown(&drift);
+    snap!("markdown-replace", md.clone());
+    assert!(md.contains("> [!WARNING]") && md.contains(&drift.sha256()));
+
+    let text = "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\ndestroy:\n  volumes: [openshell-cluster-nemoclaw]\n";
+    let destroy = plan(
+        &desired(text),
+        &Host::new().legacy(None, &[]).build(),
+        &PlanOptions::default(),
+    );
+    let md = render::render_markdown(&destroy);
+    snap!("markdown-destroy", md.clone());
+    assert!(md.contains("> [!CAUTION]") && md.contains("deletes data"));
+
+    let quiet = plan(
+        &desired(LEGACY),
+        &Host::new()
+            .legacy(
+                Some(container(
+                    "running",
+                    "img:2",
+                    "sha256:2222222222222222",
+                    8080,
+                )),
+                &[],
+            )
+            .health(Some(200))
+            .build(),
+        &PlanOptions::default(),
+    );
+    let md = render::render_markdown(&quiet);
+    snap!("markdown-no-changes", md.clone());
+    assert!(!md.contains("[!") && md.contains("**No changes.**"));
 }

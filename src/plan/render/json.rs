@@ -18,6 +18,7 @@ pub fn to_json(plan: &Plan) -> Value {
         .collect();
     json!({
         "format_version": PLAN_FORMAT_VERSION,
+        "plan_sha256": plan.sha256(),
         "desired": { "path": plan.desired.path, "sha256": plan.desired.sha256 },
         "changes": plan.has_changes(),
         "blocked": plan.is_blocked(),

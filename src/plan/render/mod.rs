@@ -1,7 +1,10 @@
-//! Renders a [`Plan`](super::Plan) for people (`human`) and for programs (`json`).
+//! Renders a [`Plan`](super::Plan) for people (`human`), programs (`json`) and pull requests
+//! (`markdown`).
 
 mod human;
 mod json;
+mod markdown;
 
-pub use human::{Style, render_human, symbol};
+pub use human::{Style, render_human, summary, symbol};
 pub use json::{render_json, to_json};
+pub use markdown::render_markdown;

@@ -1,0 +1,276 @@
+//! The apply journal: append-only JSON lines, one file per user
+//! (`$XDG_STATE_HOME/nemoclaw/journal.jsonl`, default `~/.local/state/nemoclaw`).
+//!
+//! Before a mutating step runs, its intent (step id, plan hash, the facts it was planned against)
+//! is appended and synced to disk; after it, its outcome. An intent with no outcome means the
+//! apply died mid-step: the next run judges it from a fresh observation and records the verdict,
+//! so it is reported once. Secrets never reach the journal: steps carry no secret values.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::recovery::Verdict;
+use crate::plan::{Action, Risk, Target};
+
+/// One journal line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// An apply began.
+    Start {
+        /// Run id.
+        run: String,
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// The plan's hash.
+        plan_sha256: String,
+        /// The desired file.
+        desired_path: String,
+        /// Its hash.
+        desired_sha256: String,
+        /// Steps in the plan.
+        steps: usize,
+    },
+    /// A mutating step is about to run.
+    Intent {
+        /// Run id.
+        run: String,
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// Step id.
+        step: String,
+        /// Its address.
+        address: String,
+        /// Its action.
+        action: Action,
+        /// Its risk.
+        risk: Risk,
+        /// The plan's hash.
+        plan_sha256: String,
+        /// What it acts on, with the facts it was planned against.
+        target: Box<Target>,
+    },
+    /// A step ended.
+    Outcome {
+        /// Run id.
+        run: String,
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// Step id.
+        step: String,
+        /// `done`, `stale` or `failed`.
+        outcome: String,
+        /// What happened.
+        message: String,
+        /// How long it took.
+        elapsed_ms: u64,
+    },
+    /// An apply ended.
+    End {
+        /// Run id.
+        run: String,
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// The exit code.
+        exit: u8,
+    },
+    /// A later run judged an interrupted step.
+    Recovered {
+        /// The run that judged it.
+        run: String,
+        /// Milliseconds since the epoch.
+        at_ms: u64,
+        /// The run that was interrupted.
+        of_run: String,
+        /// The step.
+        step: String,
+        /// The verdict.
+        verdict: Verdict,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// An open journal for one run.
+#[derive(Clone, Debug)]
+pub struct Journal {
+    path: PathBuf,
+    run: String,
+}
+
+/// An intent with no outcome and no verdict yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dangling {
+    /// The interrupted run.
+    pub run: String,
+    /// When the intent was written.
+    pub at_ms: u64,
+    /// Step id.
+    pub step: String,
+    /// Its address.
+    pub address: String,
+    /// Its action.
+    pub action: Action,
+    /// Its risk.
+    pub risk: Risk,
+    /// Its target and facts.
+    pub target: Target,
+}
+
+impl Journal {
+    /// Opens (creating the directory, 0700) the journal in `dir` for a new run.
+    pub fn open(dir: &Path, now_ms: u64) -> std::io::Result<Self> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let path = dir.join("journal.jsonl");
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(Self {
+            path,
+            run: format!("{now_ms}-{}", std::process::id()),
+        })
+    }
+
+    /// This run's id.
+    #[must_use]
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
+    /// The journal file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one event and syncs it to disk before returning.
+    pub fn record(&self, event: &Event) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let mut f = OpenOptions::new().append(true).open(&self.path)?;
+        f.write_all(&line)?;
+        f.sync_data()
+    }
+}
+
+/// Reads every event of the journal at `path`; a missing file is empty. A line that does not
+/// parse (the last one, torn by a kill mid-write) is skipped.
+pub fn read(path: &Path) -> Result<Vec<Event>, String> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// Intents that have neither an outcome nor a later verdict.
+#[must_use]
+pub fn dangling(events: &[Event]) -> Vec<Dangling> {
+    let mut out: Vec<Dangling> = Vec::new();
+    for e in events {
+        match e {
+            Event::Intent {
+                run,
+                at_ms,
+                step,
+                address,
+                action,
+                risk,
+                target,
+                ..
+            } => out.push(Dangling {
+                run: run.clone(),
+                at_ms: *at_ms,
+                step: step.clone(),
+                address: address.clone(),
+                action: *action,
+                risk: *risk,
+                target: (**target).clone(),
+            }),
+            Event::Outcome { run, step, .. }
+            | Event::Recovered {
+                of_run: run, step, ..
+            } => {
+                out.retain(|d| !(&d.run == run && &d.step == step));
+            }
+            Event::Start { .. } | Event::End { .. } => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intents_without_outcomes_dangle_until_judged() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), 1).unwrap();
+        let target = Target::Ports {
+            range: "1-2".to_owned(),
+        };
+        let intent = |step: &str| Event::Intent {
+            run: j.run().to_owned(),
+            at_ms: 1,
+            step: step.to_owned(),
+            address: "a".to_owned(),
+            action: Action::Stop,
+            risk: Risk::Disrupt,
+            plan_sha256: "p".to_owned(),
+            target: Box::new(target.clone()),
+        };
+        j.record(&intent("s1")).unwrap();
+        j.record(&Event::Outcome {
+            run: j.run().to_owned(),
+            at_ms: 2,
+            step: "s1".into(),
+            outcome: "done".into(),
+            message: String::new(),
+            elapsed_ms: 1,
+        })
+        .unwrap();
+        j.record(&intent("s2")).unwrap();
+        // A torn last line, as a kill mid-write leaves it.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(j.path())
+            .unwrap()
+            .write_all(b"{\"event\":\"outc")
+            .unwrap();
+        let events = read(j.path()).unwrap();
+        let d = dangling(&events);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].step, "s2");
+        let j2 = Journal::open(dir.path(), 3).unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(j.path())
+            .unwrap()
+            .write_all(b"\n")
+            .unwrap();
+        j2.record(&Event::Recovered {
+            run: j2.run().to_owned(),
+            at_ms: 4,
+            of_run: j.run().to_owned(),
+            step: "s2".into(),
+            verdict: Verdict::NotDone,
+            detail: String::new(),
+        })
+        .unwrap();
+        assert!(dangling(&read(j.path()).unwrap()).is_empty());
+    }
+}

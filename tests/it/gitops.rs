@@ -1,0 +1,408 @@
+//! Saved plans that refuse to go stale, consent bound to the plan, the journal across a SIGKILL,
+//! `history`, `init --from-host`, and the CI example — against real processes (and Docker, where
+//! the private engine is up).
+
+use std::io::{BufRead as _, BufReader};
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{nemoclaw_cmd, next_range};
+
+const SCRIPT: &str = r#"
+import signal, socket, sys
+if sys.argv[1] == "ignore-term":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+s = socket.create_server(("127.0.0.1", int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    signal.pause()
+"#;
+
+struct Listener(Child);
+
+impl Listener {
+    fn spawn(mode: &str, port: u16) -> Self {
+        let mut child = Command::new("/usr/bin/python3")
+            .arg0("openclaw-gateway")
+            .args(["-c", SCRIPT, mode, &port.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        Self(child)
+    }
+
+    fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Site {
+    dir: tempfile::TempDir,
+    start: u16,
+}
+
+impl Site {
+    fn new(extra: &str) -> Self {
+        let range = next_range();
+        let dir = tempfile::tempdir().unwrap();
+        let s = Self {
+            dir,
+            start: range.start,
+        };
+        s.write(extra);
+        s
+    }
+
+    fn write(&self, extra: &str) {
+        let text = format!(
+            "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\ndashboard:\n  portRange: \"{}-{}\"\ncleanup:\n  termGrace: 1500ms\n  killGrace: 1s\n{extra}",
+            self.start,
+            self.start + 10
+        );
+        std::fs::write(self.dir.path().join("nemoclaw.yaml"), text).unwrap();
+    }
+
+    fn port(&self, i: u16) -> u16 {
+        self.start + i
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = nemoclaw_cmd(self.dir.path());
+        c.env("XDG_STATE_HOME", self.dir.path().join("state"));
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    fn journal(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("state/nemoclaw/journal.jsonl"))
+            .unwrap_or_default()
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn a_saved_plan_applies_exactly_and_refuses_an_edited_file() {
+    let s = Site::new("");
+    let mut l = Listener::spawn("term", s.port(1));
+    let out = s.run(&["plan", "--out", "plan.json"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let saved = std::fs::read_to_string(s.dir.path().join("plan.json")).unwrap();
+    assert!(
+        saved.contains("\"kind\": \"nemoclaw-plan\"") && saved.contains("\"start_time\""),
+        "facts are in the plan"
+    );
+
+    // Edit the file: the whole plan is refused, nothing runs.
+    s.write("  protectedPorts: []\n");
+    let out = s.run(&["apply", "plan.json", "--yes"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(
+        text(&out).contains("changed since the plan was saved"),
+        "{}",
+        text(&out)
+    );
+    assert!(l.alive());
+
+    // Restore it: the saved plan applies.
+    s.write("");
+    let out = s.run(&["apply", "plan.json", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!l.alive());
+}
+
+#[test]
+fn a_saved_plan_refuses_a_process_that_was_replaced() {
+    let s = Site::new("");
+    let first = Listener::spawn("term", s.port(2));
+    assert_eq!(code(&s.run(&["plan", "--out", "plan.json"])), 0);
+    // The listener restarts: another process, another start time, the same port.
+    drop(first);
+    let mut second = Listener::spawn("term", s.port(2));
+    let out = s.run(&["apply", "plan.json", "--yes"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(
+        text(&out).contains("held by another listener"),
+        "{}",
+        text(&out)
+    );
+    assert!(second.alive(), "the new process was not signalled");
+}
+
+#[test]
+fn a_tampered_saved_plan_is_rejected() {
+    let s = Site::new("");
+    let _l = Listener::spawn("term", s.port(3));
+    assert_eq!(code(&s.run(&["plan", "--out", "plan.json"])), 0);
+    let path = s.dir.path().join("plan.json");
+    let edited = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"term_grace\": 1500", "\"term_grace\": 1");
+    std::fs::write(&path, edited).unwrap();
+    let out = s.run(&["apply", "plan.json", "--yes"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("modified after it was saved"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn an_apply_killed_mid_step_is_reported_by_the_next_run_and_converges() {
+    let s = Site::new("");
+    // Three listeners that ignore SIGTERM: each stop step spends 1.5s in its TERM wait, a window
+    // in which the apply is killed with SIGKILL, one step further each round.
+    let mut ls: Vec<Listener> = (4..7)
+        .map(|i| Listener::spawn("ignore-term", s.port(i)))
+        .collect();
+    for round in 1..=3 {
+        // Count only this apply's intents: round k dies inside its k-th step, after k-1 steps
+        // completed.
+        let before = s.journal().lines().count();
+        let mut apply = s
+            .cmd()
+            .args(["apply", "--yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let intents = s
+                .journal()
+                .lines()
+                .skip(before)
+                .filter(|l| l.contains("\"event\":\"intent\""))
+                .count();
+            if intents >= round {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no intent written"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        apply.kill().unwrap(); // SIGKILL
+        apply.wait().unwrap();
+        let report = s.run(&["plan"]);
+        let t = text(&report);
+        assert!(
+            t.contains("An earlier apply was interrupted mid-step"),
+            "round {round}: {t}"
+        );
+        assert!(
+            t.contains(": not done: pid"),
+            "round {round}: the TERM-ignoring process still listens: {t}"
+        );
+        let history = text(&s.run(&["history"]));
+        assert!(history.contains("killed mid-step"), "{history}");
+        let stopped = ls
+            .iter_mut()
+            .map(|l| !l.alive())
+            .filter(|gone| *gone)
+            .count();
+        assert_eq!(
+            stopped,
+            round - 1,
+            "round {round}: the steps before the kill completed"
+        );
+        // Bring the stopped ones back, so the next round faces three steps again.
+        for (i, l) in ls.iter_mut().enumerate() {
+            if !l.alive() {
+                *l = Listener::spawn("ignore-term", s.port(4 + u16::try_from(i).unwrap()));
+            }
+        }
+        // The next apply judges and records it, so it is reported once.
+        if round == 3 {
+            let out = s.run(&["apply", "--yes"]);
+            assert_eq!(code(&out), 0, "{}", text(&out));
+            assert!(text(&out).contains("An earlier apply was interrupted"));
+            assert!(
+                !text(&s.run(&["plan"])).contains("interrupted"),
+                "reported once"
+            );
+        }
+    }
+    assert!(ls.iter_mut().all(|l| !l.alive()), "a re-apply converged");
+    assert_eq!(code(&s.run(&["plan", "--detailed-exitcode"])), 0);
+}
+
+#[test]
+fn consent_binds_to_the_plan_and_to_one_address() {
+    if std::env::var_os("DOCKER_HOST").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide the private Docker engine"
+        );
+        eprintln!("skipped: no private Docker engine");
+        return;
+    }
+    let id = std::process::id();
+    let (a, b) = (format!("nemoclaw-t{id}-a"), format!("nemoclaw-t{id}-b"));
+    let docker = |args: &[&str]| Command::new("docker").args(args).output().unwrap();
+    docker(&["volume", "create", &a]);
+    docker(&["volume", "create", &b]);
+    let s = Site::new(&format!("destroy:\n  volumes: [{a}, {b}]\n"));
+    assert_eq!(code(&s.run(&["plan", "--out", "plan.json"])), 0);
+    let out = s.run(&[
+        "apply",
+        "plan.json",
+        "--yes",
+        "--allow",
+        &format!("destroy=volume.{a}"),
+    ]);
+    assert_eq!(code(&out), 3, "one step stays blocked: {}", text(&out));
+    assert!(
+        !docker(&["volume", "inspect", &a]).status.success(),
+        "the consented volume is gone"
+    );
+    assert!(
+        docker(&["volume", "inspect", &b]).status.success(),
+        "the other one is kept"
+    );
+    let bad = s.run(&["apply", "plan.json", "--yes", "--allow", "nuke"]);
+    assert_eq!(code(&bad), 1);
+    docker(&["volume", "rm", "-f", &a, &b]);
+}
+
+#[test]
+fn a_saved_plan_refuses_a_recreated_container() {
+    if std::env::var_os("DOCKER_HOST").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide the private Docker engine"
+        );
+        eprintln!("skipped: no private Docker engine");
+        return;
+    }
+    let range = next_range();
+    let name = format!("r{}", std::process::id());
+    let c = format!("openshell-cluster-{name}");
+    let docker = |args: &[&str]| Command::new("docker").args(args).output().unwrap();
+    let port = (range.end + 1).to_string();
+    let create = |docker: &dyn Fn(&[&str]) -> Output| {
+        docker(&[
+            "create",
+            "--name",
+            &c,
+            "--network",
+            &c,
+            "-p",
+            &format!("127.0.0.1:{port}:30051"),
+            "-v",
+            &format!("{c}:/var/lib/rancher/k3s"),
+            "nemoclaw-test/busybox:1",
+            "server",
+        ])
+    };
+    docker(&["network", "create", &c]);
+    assert!(create(&docker).status.success());
+    let s = Site::new(&format!(
+        "gateway:\n  name: {name}\n  runtime: legacy-k3s\n  privileged: false\n  port: {port}\n  image: nemoclaw-test/busybox:1\n  healthTimeout: 20s\n"
+    ));
+    assert_eq!(code(&s.run(&["plan", "--out", "plan.json"])), 0);
+    docker(&["rm", "-f", &c]);
+    assert!(
+        create(&docker).status.success(),
+        "recreated: same name, new id"
+    );
+    let out = s.run(&["apply", "plan.json", "--yes"]);
+    assert_eq!(code(&out), 4, "{}", text(&out));
+    assert!(
+        text(&out).contains("recreated since the plan"),
+        "{}",
+        text(&out)
+    );
+    let running = docker(&["inspect", "--format", "{{.State.Running}}", &c]);
+    assert_eq!(
+        String::from_utf8_lossy(&running.stdout).trim(),
+        "false",
+        "the new container was not started"
+    );
+    docker(&["rm", "-f", &c]);
+    docker(&["volume", "rm", "-f", &c]);
+    docker(&["network", "rm", &c]);
+}
+
+#[test]
+fn init_from_host_describes_the_host_so_that_planning_it_changes_nothing() {
+    let s = Site::new("");
+    let mut l = Listener::spawn("term", s.port(8));
+    let reg = s.dir.path().join(".nemoclaw");
+    std::fs::create_dir_all(&reg).unwrap();
+    std::fs::write(reg.join("sandboxes.json"), r#"{"sandboxes":{"alice":{"name":"alice","dashboardPort":18790}},"defaultSandbox":"alice"}"#).unwrap();
+    let out = s.run(&["init", "--from-host"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let yaml = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        yaml.contains("- name: alice") && yaml.contains("dashboardPort: 18790"),
+        "{yaml}"
+    );
+    std::fs::write(s.dir.path().join("init.yaml"), &yaml).unwrap();
+    assert_eq!(code(&s.run(&["validate", "-f", "init.yaml"])), 0);
+    let plan = s.run(&["plan", "-f", "init.yaml", "--detailed-exitcode"]);
+    assert_eq!(code(&plan), 0, "{yaml}\n{}", text(&plan));
+    assert!(l.alive());
+}
+
+#[test]
+fn ci_review_script_runs_the_documented_commands() {
+    let s = Site::new("sandboxes:\n  - name: my-assistant\n");
+    let _l = Listener::spawn("term", s.port(9));
+    let snapshot = s.run(&["observe", "-f", "nemoclaw.yaml", "-o", "json"]);
+    std::fs::write(s.dir.path().join("host.json"), &snapshot.stdout).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci/review.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["nemoclaw.yaml", "host.json", "review"])
+        .current_dir(s.dir.path())
+        .env("NEMOCLAW", env!("CARGO_BIN_EXE_nemoclaw"))
+        .env("HOME", s.dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2, "changes to review: {}", text(&out));
+    let md = std::fs::read_to_string(s.dir.path().join("review/plan.md")).unwrap();
+    assert!(
+        md.starts_with("### nemoclaw plan for `nemoclaw.yaml`")
+            && md.contains("> [!WARNING]")
+            && md.contains("plan sha256"),
+        "{md}"
+    );
+    assert!(s.dir.path().join("review/plan.json").is_file());
+    // The offline plan is the plan the host would get: byte for byte.
+    let offline = s.run(&["plan", "--observed", "host.json", "-o", "json"]);
+    let online = s.run(&["plan", "-o", "json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&offline.stdout),
+        String::from_utf8_lossy(&online.stdout)
+    );
+}
