@@ -406,3 +406,153 @@ fn ci_review_script_runs_the_documented_commands() {
         String::from_utf8_lossy(&online.stdout)
     );
 }
+
+#[test]
+fn an_apply_killed_inside_a_docker_step_is_judged_and_converges_with_the_volume_intact() {
+    if std::env::var_os("DOCKER_HOST").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide the private Docker engine"
+        );
+        eprintln!("skipped: no private Docker engine");
+        return;
+    }
+    let name = format!("k{}", std::process::id());
+    let c = format!("openshell-cluster-{name}");
+    let docker = |args: &[&str]| Command::new("docker").args(args).output().unwrap();
+    let s = Site::new("");
+    let port = (s.start + 11).to_string();
+    docker(&["network", "create", &c]);
+    docker(&["volume", "create", &c]);
+    docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{c}:/d"),
+        "nemoclaw-test/busybox:1",
+        "sh",
+        "-c",
+        "echo precious > /d/workspace.txt",
+    ]);
+    // A stopped gateway whose server needs 2s to answer: the start step waits in that window.
+    let created = docker(&[
+        "create",
+        "--name",
+        &c,
+        "--network",
+        &c,
+        "-p",
+        &format!("127.0.0.1:{port}:30051"),
+        "-v",
+        &format!("{c}:/var/lib/rancher/k3s"),
+        "nemoclaw-test/busybox:slow",
+        "server",
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    s.write(&format!(
+        "gateway:\n  name: {name}\n  runtime: legacy-k3s\n  privileged: false\n  port: {port}\n  image: nemoclaw-test/busybox:slow\n  healthTimeout: 20s\n"
+    ));
+    let mut l = Listener::spawn("ignore-term", s.port(7));
+
+    let mut apply = s
+        .cmd()
+        .args(["apply", "--yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s
+        .journal()
+        .contains(&format!("\"step\":\"start:gateway.{name}\""))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no intent for the container start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    apply.kill().unwrap();
+    apply.wait().unwrap();
+
+    let report = text(&s.run(&["plan"]));
+    let running =
+        String::from_utf8_lossy(&docker(&["inspect", "--format", "{{.State.Running}}", &c]).stdout)
+            .trim()
+            == "true";
+    let verdict = if running {
+        ": done: container"
+    } else {
+        ": not done: container"
+    };
+    assert!(
+        report.contains(&format!("start gateway.{name}")) && report.contains(verdict),
+        "running={running}: {report}"
+    );
+
+    let out = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!l.alive());
+    let file = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{c}:/d"),
+        "nemoclaw-test/busybox:1",
+        "cat",
+        "/d/workspace.txt",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&file.stdout).trim(),
+        "precious",
+        "the volume's data survived"
+    );
+    docker(&["rm", "-f", &c]);
+    docker(&["volume", "rm", "-f", &c]);
+    docker(&["network", "rm", &c]);
+}
+
+#[test]
+fn a_first_ctrl_c_finishes_the_running_step_and_starts_nothing_new() {
+    let s = Site::new("");
+    let mut a = Listener::spawn("ignore-term", s.port(0));
+    let mut b = Listener::spawn("ignore-term", s.port(10));
+    let mut apply = s
+        .cmd()
+        .args(["apply", "--yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s.journal().contains("\"event\":\"intent\"") {
+        assert!(Instant::now() < deadline, "no intent written");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(apply.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = apply.wait_with_output().unwrap();
+    assert_eq!(code(&out), 130, "{}", text(&out));
+    assert!(text(&out).contains("Apply interrupted"), "{}", text(&out));
+    assert!(
+        !a.alive(),
+        "the running step finished (SIGKILL after its grace)"
+    );
+    assert!(b.alive(), "nothing new was started");
+    let journal = s.journal();
+    assert!(
+        journal.contains("\"event\":\"outcome\"") && journal.contains("\"event\":\"end\""),
+        "the journal was written"
+    );
+}

@@ -31,6 +31,9 @@ svc_start() {
   # A different image id for the second tag, so that drift is visible by id as well as by name.
   echo 2 > "$R/www/version"
   tar -C "$R" -c . | docker import - nemoclaw-test/busybox:2 >/dev/null
+  # A gateway that takes 2s to answer: a window in which tests interrupt a start.
+  printf '#!/bin/sh\ntrap "exit 0" TERM INT\nsleep 2\nhttpd -f -p 30051 -h /www &\nwait\n' > "$R/bin/server"
+  tar -C "$R" -c . | docker import - nemoclaw-test/busybox:slow >/dev/null
 }
 svc_stop() {
   local D=$1 P

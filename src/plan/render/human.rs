@@ -85,6 +85,34 @@ pub fn render_human(plan: &Plan, style: Style) -> String {
             "nemoclaw plan for this host against {file}. Steps, in the order apply runs them:"
         );
         let _ = writeln!(out);
+        // The riskiest addresses first, so a reviewer cannot miss them in a long plan.
+        let mut headed = false;
+        for (risk, label) in [
+            (Risk::Destroy, "Destroys data"),
+            (Risk::Replace, "Replaces"),
+            (Risk::Disrupt, "Disrupts"),
+        ] {
+            let addrs: Vec<String> = plan
+                .steps
+                .iter()
+                .filter(|s| s.risk == risk)
+                .map(|s| {
+                    if s.blocked.is_some() {
+                        format!("{} (blocked)", s.address)
+                    } else {
+                        s.address.clone()
+                    }
+                })
+                .collect();
+            if !addrs.is_empty() {
+                let color = if risk == Risk::Disrupt { "33" } else { "31;1" };
+                let _ = writeln!(out, "  {}: {}", style.paint(color, label), addrs.join(", "));
+                headed = true;
+            }
+        }
+        if headed {
+            let _ = writeln!(out);
+        }
         for step in &plan.steps {
             render_step(&mut out, step, style);
         }
