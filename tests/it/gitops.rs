@@ -525,7 +525,7 @@ fn a_first_ctrl_c_finishes_the_running_step_and_starts_nothing_new() {
     let s = Site::new("");
     let mut a = Listener::spawn("ignore-term", s.port(0));
     let mut b = Listener::spawn("ignore-term", s.port(10));
-    let mut apply = s
+    let apply = s
         .cmd()
         .args(["apply", "--yes"])
         .stdout(Stdio::piped())
