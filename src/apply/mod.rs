@@ -15,6 +15,8 @@ pub mod container;
 pub mod driver;
 pub mod journal;
 pub mod lock;
+pub mod registry;
+pub mod sandbox;
 pub mod stop;
 
 use std::collections::BTreeMap;
@@ -130,6 +132,8 @@ pub struct ApplyContext {
     pub gateway_env: BTreeMap<String, String>,
     /// Where intents and outcomes are recorded; `None` runs without a journal.
     pub journal: Option<journal::Journal>,
+    /// The invoking user's home: registry writes refuse symlinks below it.
+    pub home: std::path::PathBuf,
 }
 
 /// Runs one step between its journal intent and outcome, reporting progress while it runs.
@@ -217,6 +221,13 @@ async fn run_step(
             Ok(d) => container::replace(&d, c, progress).await,
             Err(e) => e,
         },
+        (Action::Create | Action::Delete, Target::Sandbox(s)) => {
+            sandbox::sandbox(s, step.action, &context.home, progress).await
+        }
+        (Action::Register | Action::Unregister, Target::Registry(r)) => {
+            sandbox::register(r, &context.home)
+        }
+        (Action::Forward, Target::Forward(f)) => sandbox::forward(f, progress).await,
         (Action::Delete, Target::Volume { name, .. }) => match docker().await {
             Ok(d) => container::delete_volume(&d, name).await,
             Err(e) => e,

@@ -98,7 +98,17 @@ pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
             None => {}
         }
     }
+    if let Some(d) = desired {
+        docker.sandbox_containers = !d.sandboxes.is_empty() || !d.prune_sandboxes.is_empty();
+    }
+    let cli = desired.map(|d| crate::observe::openshell::CliQuery {
+        candidates: openshell_candidates(),
+        registered: Vec::new(),
+        gateway: d.gateway.runtime.as_ref().map(|_| d.gateway.name.clone()),
+        timeout: Duration::from_secs(15),
+    });
     ObserveOptions {
+        cli,
         invoking_uid: uid,
         home,
         ports: vec![
@@ -113,6 +123,20 @@ pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
         gateway_port,
         driver,
     }
+}
+
+/// `NEMOCLAW_OPENSHELL_BIN`, else `openshell` on `PATH`.
+pub fn openshell_candidates() -> Vec<PathBuf> {
+    if let Some(b) = std::env::var_os("NEMOCLAW_OPENSHELL_BIN").filter(|b| !b.is_empty()) {
+        return vec![PathBuf::from(b)];
+    }
+    std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("openshell"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `NEMOCLAW_OPENSHELL_GATEWAY_STATE_DIR`, else
@@ -170,6 +194,7 @@ pub fn apply_context(desired: &Desired) -> crate::apply::ApplyContext {
             _ => Default::default(),
         },
         journal: None,
+        home: home_dir(invoking_uid()),
     }
 }
 

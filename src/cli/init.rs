@@ -41,9 +41,16 @@ pub fn run(_args: &Args) -> Result<Exit, CliError> {
         docker: DockerQuery {
             endpoint: std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()),
             containers: vec![cluster.clone()],
+            sandbox_containers: true,
             ..DockerQuery::default()
         },
         gateway_port: Some(port),
+        cli: Some(crate::observe::openshell::CliQuery {
+            candidates: context::openshell_candidates(),
+            registered: Vec::new(),
+            gateway: None,
+            timeout: std::time::Duration::from_secs(15),
+        }),
         driver: Some(DriverQuery {
             state_dir: home.join(".local/state/nemoclaw/openshell-docker-gateway"),
             binary_candidates: Vec::new(),
@@ -98,26 +105,57 @@ pub fn run(_args: &Args) -> Result<Exit, CliError> {
         }
         (None, None) => notes.push("# No gateway was found; add a `gateway` section to manage one.".to_owned()),
     }
-    let sandboxes: Vec<(String, Option<u16>)> = observed
+    // Only live sandboxes are declared: a registry entry alone describes nothing that runs.
+    let live: BTreeSet<String> = observed
+        .openshell
+        .as_ref()
+        .and_then(|c| c.sandboxes.known())
+        .map(|rows| rows.iter().map(|r| r.name.clone()).collect())
+        .unwrap_or_default();
+    let mut live = live;
+    if let Some(Observation::Known { value }) = &observed.docker {
+        live.extend(
+            value
+                .sandbox_containers
+                .iter()
+                .flatten()
+                .map(|c| c.sandbox.clone()),
+        );
+    }
+    let recorded = |name: &str| {
+        observed
+            .registry
+            .known()
+            .and_then(|r| r.sandboxes.get(name))
+            .and_then(|e| e.dashboard_port)
+    };
+    if live.is_empty() {
+        let _ = writeln!(y, "sandboxes: []");
+    } else {
+        let _ = writeln!(y, "sandboxes:");
+        for name in &live {
+            let _ = writeln!(y, "  - name: {name}");
+            if let Some(p) = recorded(name).filter(|p| PortRange::DASHBOARD_DEFAULT.contains(*p)) {
+                let _ = writeln!(y, "    dashboardPort: {p}");
+            }
+        }
+    }
+    let stale: Vec<String> = observed
         .registry
         .known()
         .map(|r| {
             r.sandboxes
-                .values()
-                .map(|e| (e.name.clone(), e.dashboard_port))
+                .keys()
+                .filter(|n| !live.contains(*n))
+                .cloned()
                 .collect()
         })
         .unwrap_or_default();
-    if sandboxes.is_empty() {
-        let _ = writeln!(y, "sandboxes: []");
-    } else {
-        let _ = writeln!(y, "sandboxes:");
-        for (name, p) in &sandboxes {
-            let _ = writeln!(y, "  - name: {name}");
-            if let Some(p) = p.filter(|p| PortRange::DASHBOARD_DEFAULT.contains(*p)) {
-                let _ = writeln!(y, "    dashboardPort: {p}");
-            }
-        }
+    if !stale.is_empty() {
+        notes.push(format!(
+            "# Registered but not live (kept in the registry, not declared): {}",
+            stale.join(", ")
+        ));
     }
     for n in &notes {
         let _ = writeln!(y, "{n}");

@@ -85,6 +85,9 @@ fn verb(step: &Step) -> &'static str {
         crate::plan::Action::Restart => "Restarting",
         crate::plan::Action::Replace => "Replacing",
         crate::plan::Action::Delete => "Deleting",
+        crate::plan::Action::Register => "Registering",
+        crate::plan::Action::Unregister => "Unregistering",
+        crate::plan::Action::Forward => "Forwarding",
         crate::plan::Action::FreePort => "Freeing",
         crate::plan::Action::Observe => "Observing",
     }

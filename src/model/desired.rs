@@ -21,6 +21,8 @@ pub struct Desired {
     pub cleanup: Cleanup,
     /// Docker volumes the user asked to delete, by exact name.
     pub destroy_volumes: BTreeSet<String>,
+    /// Undeclared sandboxes the user allows the engine to delete, by exact name.
+    pub prune_sandboxes: BTreeSet<String>,
 }
 
 /// The file a [`Desired`] was read from.
@@ -112,6 +114,33 @@ pub struct SandboxDesired {
     pub name: String,
     /// Dashboard port pinned in the file, if any.
     pub dashboard_port: Option<u16>,
+    /// Address the dashboard forward binds.
+    pub dashboard_bind: IpAddr,
+    /// What `openshell sandbox create` is told, beyond the name and port.
+    pub create: SandboxCreate,
+}
+
+/// How a sandbox is created, resolved from the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxCreate {
+    /// Agent.
+    pub agent: String,
+    /// OpenShell provider name.
+    pub provider: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// Endpoint URL.
+    pub endpoint_url: Option<String>,
+    /// Name of the credential's environment variable.
+    pub credential_env: Option<String>,
+    /// Policy presets (the tier's, then the extra ones), deduplicated in order.
+    pub presets: Vec<String>,
+    /// `auto`, `on` or `off`.
+    pub gpu: String,
+    /// CPU limit.
+    pub cpu: Option<String>,
+    /// Memory limit.
+    pub memory: Option<String>,
 }
 
 /// Stale-listener cleanup settings, defaults applied.

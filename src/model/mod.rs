@@ -8,13 +8,14 @@ pub mod observed;
 
 pub use desired::{
     Cleanup, Desired, DesiredSource, GatewayDesired, GatewayRuntime, Millis, PortRange,
-    SandboxDesired,
+    SandboxCreate, SandboxDesired,
 };
 pub use observed::{
-    ContainerFacts, DockerFacts, DriverFacts, DriverProcess, ForwardContent, ForwardPidFile,
-    Health, Holders, HostFacts, ImageFacts, Listener, MountFacts, NetworkFacts,
-    OBSERVED_FORMAT_VERSION, Observation, Observed, ProcessInfo, PublishedPort, Registry,
-    RegistryEntry, RuntimeMarker, VolumeFacts,
+    CliFacts, CliStatus, ContainerFacts, DockerFacts, DriverFacts, DriverProcess, ForwardContent,
+    ForwardPidFile, ForwardRow, Health, Holders, HostFacts, ImageFacts, Listener, Lookup,
+    MountFacts, NetworkFacts, OBSERVED_FORMAT_VERSION, Observation, Observed, ProcessInfo,
+    PublishedPort, Registry, RegistryEntry, RuntimeMarker, SandboxContainer, SandboxRow,
+    VolumeFacts,
 };
 
 /// Returns the lowercase hex SHA-256 of `bytes`.

@@ -40,6 +40,10 @@ pub struct Observed {
     /// The `docker-driver` gateway's files and process; absent for other runtimes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_process: Option<DriverFacts>,
+    /// The `openshell` CLI's view; absent when it was not asked (no sandboxes declared or
+    /// registered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openshell: Option<CliFacts>,
 }
 
 /// What the Docker engine holds under the exact names the file refers to. A name that was looked
@@ -56,6 +60,96 @@ pub struct DockerFacts {
     pub networks: BTreeMap<String, Option<NetworkFacts>>,
     /// Images by reference.
     pub images: BTreeMap<String, Option<ImageFacts>>,
+    /// Containers labelled `openshell.ai/managed-by=openshell` (Docker-driver sandboxes), when
+    /// looked up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_containers: Option<Vec<SandboxContainer>>,
+}
+
+/// A Docker-driver sandbox container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxContainer {
+    /// Container name.
+    pub name: String,
+    /// Container id.
+    pub id: String,
+    /// `openshell.ai/sandbox-name`.
+    pub sandbox: String,
+    /// `openshell.ai/sandbox-id`.
+    pub sandbox_id: String,
+    /// Container status.
+    pub status: String,
+    /// Whether it runs.
+    pub running: bool,
+}
+
+/// What the `openshell` CLI reports. `installed: false` is a known absence: steps that need the
+/// CLI are blocked, everything else plans as usual.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CliFacts {
+    /// Whether an `openshell` binary was found.
+    pub installed: bool,
+    /// The binary.
+    pub binary: Option<String>,
+    /// `openshell status`: the active gateway and whether it is connected.
+    pub status: Observation<CliStatus>,
+    /// `openshell sandbox list`.
+    pub sandboxes: Observation<Vec<SandboxRow>>,
+    /// `openshell sandbox get <name>` for registered sandboxes missing from the list.
+    pub lookups: BTreeMap<String, Lookup>,
+    /// `openshell forward list`.
+    pub forwards: Observation<Vec<ForwardRow>>,
+}
+
+/// `openshell status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CliStatus {
+    /// The active gateway's name.
+    pub gateway: Option<String>,
+    /// Whether it reports `Connected`.
+    pub connected: bool,
+}
+
+/// One row of `openshell sandbox list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRow {
+    /// Sandbox name.
+    pub name: String,
+    /// Phase (`Ready`, `Provisioning`, `Error`, ...).
+    pub phase: String,
+}
+
+/// The result of `openshell sandbox get <name>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Lookup {
+    /// It exists.
+    Present {
+        /// Its phase.
+        phase: String,
+    },
+    /// The gateway said it does not exist.
+    NotFound,
+    /// Anything else: gateway errors, timeouts. Never read as "gone".
+    Error {
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// One row of `openshell forward list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardRow {
+    /// Sandbox.
+    pub sandbox: String,
+    /// Bind address.
+    pub bind: String,
+    /// Port.
+    pub port: u16,
+    /// Pid.
+    pub pid: Option<u32>,
+    /// `running`, `active` or `dead`.
+    pub status: String,
 }
 
 /// One container.

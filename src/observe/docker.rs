@@ -30,6 +30,8 @@ pub struct DockerQuery {
     pub networks: Vec<String>,
     /// Image references.
     pub images: Vec<String>,
+    /// Whether to list Docker-driver sandbox containers (by label).
+    pub sandbox_containers: bool,
 }
 
 impl DockerQuery {
@@ -40,6 +42,7 @@ impl DockerQuery {
             && self.volumes.is_empty()
             && self.networks.is_empty()
             && self.images.is_empty()
+            && !self.sandbox_containers
     }
 }
 
@@ -121,7 +124,57 @@ async fn observe_inner(q: &DockerQuery) -> Result<DockerFacts, String> {
         };
         facts.images.insert(reference.clone(), found);
     }
+    if q.sandbox_containers {
+        facts.sandbox_containers = Some(sandbox_containers(&docker).await?);
+    }
     Ok(facts)
+}
+
+/// Lists containers labelled `openshell.ai/managed-by=openshell`.
+pub async fn sandbox_containers(
+    docker: &Docker,
+) -> Result<Vec<crate::model::SandboxContainer>, String> {
+    let filters: HashMap<&str, Vec<&str>> =
+        HashMap::from([("label", vec!["openshell.ai/managed-by=openshell"])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let listed = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| format!("listing sandbox containers: {e}"))?;
+    let mut out: Vec<crate::model::SandboxContainer> = listed
+        .into_iter()
+        .filter_map(|c| {
+            let labels = c.labels.unwrap_or_default();
+            // The filter is the engine's; check the label exactly ourselves too.
+            (labels.get("openshell.ai/managed-by").map(String::as_str) == Some("openshell")).then(
+                || {
+                    let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+                    crate::model::SandboxContainer {
+                        name: c
+                            .names
+                            .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_owned()))
+                            .unwrap_or_default(),
+                        id: c.id.unwrap_or_default(),
+                        sandbox: labels
+                            .get("openshell.ai/sandbox-name")
+                            .cloned()
+                            .unwrap_or_default(),
+                        sandbox_id: labels
+                            .get("openshell.ai/sandbox-id")
+                            .cloned()
+                            .unwrap_or_default(),
+                        running: state == "running",
+                        status: state,
+                    }
+                },
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.sandbox, &a.name).cmp(&(&b.sandbox, &b.name)));
+    Ok(out)
 }
 
 /// Inspects one container by exact name.

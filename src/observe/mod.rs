@@ -8,6 +8,7 @@ pub mod docker;
 pub mod driver;
 pub mod forwards;
 pub mod health;
+pub mod openshell;
 pub mod procfs;
 pub mod registry;
 pub mod sockets;
@@ -40,6 +41,8 @@ pub struct ObserveOptions {
     pub gateway_port: Option<u16>,
     /// The `docker-driver` gateway, when that is the runtime.
     pub driver: Option<driver::DriverQuery>,
+    /// The `openshell` CLI, when sandboxes are declared.
+    pub cli: Option<openshell::CliQuery>,
 }
 
 impl ObserveOptions {
@@ -174,6 +177,18 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
         .driver
         .as_ref()
         .map(|q| driver::observe(q, &scan.listeners));
+    let openshell = match opts.cli.clone() {
+        Some(mut q) => {
+            // Registered sandboxes missing from `sandbox list` are looked up one by one.
+            if let Observation::Known { value } = &registry {
+                q.registered.extend(value.sandboxes.keys().cloned());
+            }
+            blocking(limit * 3, "openshell", move || openshell::observe(&q))
+                .await
+                .ok()
+        }
+        None => None,
+    };
     let engine_pid = std::process::id();
     Observed {
         format_version: OBSERVED_FORMAT_VERSION.to_owned(),
@@ -193,6 +208,7 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
         docker,
         gateway_health: health,
         gateway_process,
+        openshell,
     }
 }
 

@@ -8,6 +8,7 @@ pub mod gateway;
 mod listeners;
 pub mod recovery;
 pub mod render;
+pub mod sandboxes;
 pub mod saved;
 pub mod step;
 
@@ -17,8 +18,9 @@ use serde::{Deserialize, Serialize};
 
 pub use gateway::{env_fingerprint, env_map_sha256, managed_env};
 pub use step::{
-    Action, Blocked, ContainerSpec, ContainerTarget, Finding, FindingKind, HealthWait,
-    ProcessTarget, Risk, Step, StopProcess, Target,
+    Action, Blocked, ContainerSpec, ContainerTarget, Finding, FindingKind, ForwardTarget,
+    HealthWait, ProcessTarget, RegistryFields, RegistryTarget, Risk, SandboxTarget, Step,
+    StopProcess, Target,
 };
 
 use crate::model::{Desired, DesiredSource, Observed};
@@ -90,6 +92,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Pl
     let mut b = Builder::default();
     listeners::plan(desired, observed, &mut b);
     gateway::plan(desired, observed, &mut b);
+    sandboxes::plan(desired, observed, &mut b);
     b.finish(desired, options)
 }
 
@@ -216,7 +219,9 @@ fn first_port(target: &Target) -> u16 {
             .or(c.wait.as_ref().map(|w| w.port))
             .unwrap_or(0),
         Target::GatewayProcess(p) => p.wait.port,
-        Target::Ports { .. } | Target::Volume { .. } => 0,
+        Target::Sandbox(s) => s.port,
+        Target::Forward(f) => f.port,
+        Target::Ports { .. } | Target::Volume { .. } | Target::Registry(_) => 0,
     }
 }
 

@@ -157,6 +157,60 @@ pub fn judge(action: Action, target: &Target, observed: &Observed) -> (Verdict, 
                 ),
             }
         }
+        (Action::Create | Action::Delete, Target::Sandbox(s)) => {
+            let Some(r) = observed.registry.known() else {
+                return (Verdict::Unknown, "the registry cannot be read".to_owned());
+            };
+            match (action, r.sandboxes.contains_key(&s.name)) {
+                (Action::Create, true) => (Verdict::Done, format!("`{}` is registered", s.name)),
+                (Action::Create, false) => (
+                    Verdict::NotDone,
+                    format!(
+                        "`{}` is not registered; the next plan creates or registers it",
+                        s.name
+                    ),
+                ),
+                (_, false) => (
+                    Verdict::Done,
+                    format!("`{}` is no longer registered", s.name),
+                ),
+                (_, true) => (
+                    Verdict::NotDone,
+                    format!("`{}` is still registered", s.name),
+                ),
+            }
+        }
+        (_, Target::Registry(t)) => {
+            let Some(r) = observed.registry.known() else {
+                return (Verdict::Unknown, "the registry cannot be read".to_owned());
+            };
+            let now = r.sandboxes.get(&t.name).and_then(|e| e.dashboard_port);
+            match (&t.entry, now) {
+                (Some(f), Some(p)) if p == f.dashboard_port => {
+                    (Verdict::Done, format!("`{}` is registered on {p}", t.name))
+                }
+                (None, _) if !r.sandboxes.contains_key(&t.name) => {
+                    (Verdict::Done, format!("`{}` is not registered", t.name))
+                }
+                _ => (
+                    Verdict::NotDone,
+                    format!("the registry entry for `{}` was not written", t.name),
+                ),
+            }
+        }
+        (_, Target::Forward(f)) => match observed.listeners.known() {
+            Some(ls) if ls.iter().any(|l| l.port == f.port) => {
+                (Verdict::Done, format!("port {} listens", f.port))
+            }
+            Some(_) => (
+                Verdict::NotDone,
+                format!("nothing listens on port {}", f.port),
+            ),
+            None => (
+                Verdict::Unknown,
+                "listening sockets could not be read".to_owned(),
+            ),
+        },
         _ => (
             Verdict::Unknown,
             format!("cannot judge `{}` here", action.as_str()),

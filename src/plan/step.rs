@@ -68,6 +68,12 @@ pub enum Action {
     Replace,
     /// Delete an object and its data (a volume named in `destroy`).
     Delete,
+    /// Write a sandbox's registry entry (metadata only).
+    Register,
+    /// Remove a registry entry whose sandbox is definitely gone (metadata only).
+    Unregister,
+    /// Start a sandbox's dashboard forward.
+    Forward,
     /// Free a port a declared sandbox needs. Only ever planned blocked: the holder is not the
     /// engine's to stop, so a person must act.
     FreePort,
@@ -86,6 +92,9 @@ impl Action {
             Self::Restart => "restart",
             Self::Replace => "replace",
             Self::Delete => "delete",
+            Self::Register => "register",
+            Self::Unregister => "unregister",
+            Self::Forward => "forward",
             Self::FreePort => "free-port",
             Self::Observe => "observe",
         }
@@ -151,6 +160,79 @@ pub enum Target {
     },
     /// A `docker-driver` gateway process.
     GatewayProcess(ProcessTarget),
+    /// A sandbox created or deleted through the `openshell` CLI.
+    Sandbox(SandboxTarget),
+    /// A registry entry.
+    Registry(RegistryTarget),
+    /// A dashboard forward.
+    Forward(ForwardTarget),
+}
+
+/// A sandbox step through the `openshell` CLI: the exact command, decided at plan time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxTarget {
+    /// Sandbox name.
+    pub name: String,
+    /// Its dashboard port (baked into the sandbox at create).
+    pub port: u16,
+    /// The `openshell` binary.
+    pub cli: String,
+    /// `OPENSHELL_GATEWAY` for the CLI.
+    pub gateway: Option<String>,
+    /// Arguments after the binary.
+    pub argv: Vec<String>,
+    /// How long to wait for `Phase: Ready` after a create.
+    pub ready_timeout: Millis,
+    /// The registry change made once the command succeeded (and, for a create, the sandbox is
+    /// Ready).
+    pub registry: RegistryTarget,
+}
+
+/// A change to one registry entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryTarget {
+    /// The registry file.
+    pub path: String,
+    /// Sandbox name.
+    pub name: String,
+    /// The fields to write; `None` removes the entry.
+    pub entry: Option<RegistryFields>,
+}
+
+/// The registry fields the engine writes; other fields of an existing entry are kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryFields {
+    /// `dashboardPort`.
+    pub dashboard_port: u16,
+    /// `agent`.
+    pub agent: String,
+    /// `provider`.
+    pub provider: Option<String>,
+    /// `model`.
+    pub model: Option<String>,
+    /// `policies`.
+    pub policies: Vec<String>,
+    /// `gatewayName`.
+    pub gateway_name: Option<String>,
+    /// `gatewayPort`.
+    pub gateway_port: Option<u16>,
+}
+
+/// A dashboard forward to start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardTarget {
+    /// Sandbox name.
+    pub sandbox: String,
+    /// Port.
+    pub port: u16,
+    /// The `openshell` binary.
+    pub cli: String,
+    /// `OPENSHELL_GATEWAY` for the CLI.
+    pub gateway: Option<String>,
+    /// Arguments after the binary.
+    pub argv: Vec<String>,
+    /// A pid file whose process is dead, removed first.
+    pub dead_pid_file: Option<String>,
 }
 
 /// A container step: which container (by name and, once it exists, id) and what it must become.
@@ -300,6 +382,12 @@ pub enum FindingKind {
     GatewayNotice,
     /// A volume named in `destroy` does not exist.
     NothingToDestroy,
+    /// A live sandbox that the file does not declare.
+    UndeclaredSandbox,
+    /// A registry entry kept because its sandbox is not provably gone.
+    RegistryEntryKept,
+    /// A sandbox that exists but is not Ready.
+    SandboxNotReady,
 }
 
 impl FindingKind {
@@ -323,6 +411,9 @@ impl FindingKind {
             Self::GatewayDeferred => "gateway-deferred",
             Self::GatewayNotice => "gateway-notice",
             Self::NothingToDestroy => "nothing-to-destroy",
+            Self::UndeclaredSandbox => "undeclared-sandbox",
+            Self::RegistryEntryKept => "registry-entry-kept",
+            Self::SandboxNotReady => "sandbox-not-ready",
         }
     }
 }

@@ -7,7 +7,7 @@ use super::types::{BindAddress, RESERVED_GATEWAY_PORTS, RuntimeSpec, Spec};
 use super::yaml::Node;
 use crate::model::{
     Cleanup, Desired, DesiredSource, GatewayDesired, GatewayRuntime, Millis, PortRange,
-    SandboxDesired,
+    SandboxCreate, SandboxDesired,
 };
 
 /// Environment keys the engine sets for a `docker-driver` gateway; the file may not override them.
@@ -246,14 +246,7 @@ pub fn resolve(
         source,
         gateway,
         dashboard: range,
-        sandboxes: spec
-            .sandboxes
-            .iter()
-            .map(|s| SandboxDesired {
-                name: s.name.clone(),
-                dashboard_port: s.dashboard_port,
-            })
-            .collect(),
+        sandboxes: spec.sandboxes.iter().map(resolve_sandbox).collect(),
         cleanup: Cleanup {
             stale_listeners: spec.cleanup.stale_listeners,
             markers: spec.cleanup.markers.clone(),
@@ -263,7 +256,51 @@ pub fn resolve(
             port_free_timeout,
         },
         destroy_volumes: spec.destroy.volumes.iter().cloned().collect(),
+        prune_sandboxes: spec.prune.sandboxes.iter().cloned().collect(),
     })
+}
+
+fn resolve_sandbox(s: &super::types::SandboxSpec) -> SandboxDesired {
+    let mut presets: Vec<String> = Vec::new();
+    for p in s
+        .policy
+        .tier
+        .presets()
+        .iter()
+        .map(|p| (*p).to_owned())
+        .chain(s.policy.presets.iter().cloned())
+    {
+        if !presets.contains(&p) {
+            presets.push(p);
+        }
+    }
+    let inference = s.inference.as_ref();
+    SandboxDesired {
+        name: s.name.clone(),
+        dashboard_port: s.dashboard_port,
+        dashboard_bind: match s.dashboard_bind {
+            BindAddress::Loopback => "127.0.0.1",
+            BindAddress::Any => "0.0.0.0",
+        }
+        .parse()
+        .expect("literal address"),
+        create: SandboxCreate {
+            agent: s.agent.clone(),
+            provider: inference.map(|i| i.provider.provider_name().to_owned()),
+            model: inference.and_then(|i| i.model.clone()),
+            endpoint_url: inference.and_then(|i| i.endpoint_url.clone()),
+            credential_env: inference.and_then(|i| i.credential_env.clone()),
+            presets,
+            gpu: match s.gpu {
+                super::types::GpuSpec::Auto => "auto",
+                super::types::GpuSpec::On => "on",
+                super::types::GpuSpec::Off => "off",
+            }
+            .to_owned(),
+            cpu: s.resources.as_ref().and_then(|r| r.cpu.clone()),
+            memory: s.resources.as_ref().and_then(|r| r.memory.clone()),
+        },
+    }
 }
 
 /// Resolves the `gateway` section: name, runtime and the fields each runtime allows.

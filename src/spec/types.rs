@@ -43,6 +43,9 @@ pub struct Spec {
     /// steps still need `--allow destroy`.
     #[serde(default)]
     pub destroy: DestroySpec,
+    /// Undeclared sandboxes that may be deleted.
+    #[serde(default)]
+    pub prune: PruneSpec,
 }
 
 /// Explicit deletions.
@@ -156,9 +159,176 @@ pub struct SandboxSpec {
     )]
     pub name: String,
     /// Host port of this sandbox's dashboard. Must be inside `dashboard.portRange` and unique.
+    /// Omit it to let the planner assign one: the registry's recorded port first, then the
+    /// lowest free port of the range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub dashboard_port: Option<u16>,
+    /// Address the dashboard forward binds.
+    #[serde(default)]
+    pub dashboard_bind: BindAddress,
+    /// The agent the sandbox runs.
+    #[serde(default = "default_agent")]
+    pub agent: String,
+    /// The inference route the sandbox uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference: Option<InferenceSpec>,
+    /// Network policy: a tier and extra presets.
+    #[serde(default)]
+    pub policy: PolicySpec,
+    /// GPU passthrough.
+    #[serde(default)]
+    pub gpu: GpuSpec,
+    /// CPU and memory limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourcesSpec>,
+}
+
+/// An inference route.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InferenceSpec {
+    /// Provider.
+    pub provider: ProviderSpec,
+    /// Model id, e.g. `nvidia/nemotron-3-super-120b-a12b`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Endpoint URL (custom and compatible providers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// Environment variable holding the credential (its value is never read into plans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_env: Option<String>,
+}
+
+/// Inference providers, as NemoClaw names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ProviderSpec {
+    /// NVIDIA build endpoints (`nvidia-prod`).
+    Build,
+    /// OpenAI (`openai-api`).
+    Openai,
+    /// Anthropic (`anthropic-prod`).
+    Anthropic,
+    /// An Anthropic-compatible endpoint.
+    AnthropicCompatible,
+    /// Google Gemini.
+    Gemini,
+    /// An OpenAI-compatible endpoint.
+    Custom,
+    /// Local Ollama.
+    Ollama,
+    /// Local vLLM.
+    Vllm,
+    /// Local NIM.
+    NimLocal,
+}
+
+impl ProviderSpec {
+    /// The OpenShell provider name NemoClaw registers for it.
+    #[must_use]
+    pub fn provider_name(self) -> &'static str {
+        match self {
+            Self::Build => "nvidia-prod",
+            Self::Openai => "openai-api",
+            Self::Anthropic => "anthropic-prod",
+            Self::AnthropicCompatible => "compatible-anthropic-endpoint",
+            Self::Gemini => "gemini-api",
+            Self::Custom => "compatible-endpoint",
+            Self::Ollama => "ollama-local",
+            Self::Vllm => "vllm-local",
+            Self::NimLocal => "nim-local",
+        }
+    }
+}
+
+/// A network policy.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicySpec {
+    /// `restricted` (no presets), `balanced` (npm, pypi, huggingface, brew, brave) or `open`
+    /// (balanced plus messaging and productivity presets).
+    #[serde(default)]
+    pub tier: TierSpec,
+    /// Extra presets (e.g. `github`, `local-inference`).
+    #[serde(default)]
+    pub presets: Vec<String>,
+}
+
+/// Policy tiers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum TierSpec {
+    /// No presets.
+    Restricted,
+    /// Package registries and search.
+    #[default]
+    Balanced,
+    /// Balanced plus messaging and productivity.
+    Open,
+}
+
+impl TierSpec {
+    /// The presets a tier grants.
+    #[must_use]
+    pub fn presets(self) -> &'static [&'static str] {
+        const BALANCED: [&str; 5] = ["npm", "pypi", "huggingface", "brew", "brave"];
+        const OPEN: [&str; 12] = [
+            "npm",
+            "pypi",
+            "huggingface",
+            "brew",
+            "brave",
+            "slack",
+            "discord",
+            "telegram",
+            "wechat",
+            "whatsapp",
+            "jira",
+            "outlook",
+        ];
+        match self {
+            Self::Restricted => &[],
+            Self::Balanced => &BALANCED,
+            Self::Open => &OPEN,
+        }
+    }
+}
+
+/// GPU passthrough.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum GpuSpec {
+    /// Use a GPU when the host has one.
+    #[default]
+    Auto,
+    /// Require a GPU.
+    On,
+    /// Never use a GPU.
+    Off,
+}
+
+/// Resource limits.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourcesSpec {
+    /// CPUs, e.g. `4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Memory, e.g. `8g`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+/// Sandboxes the engine may delete.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PruneSpec {
+    /// Live sandboxes not declared above that may be deleted, by exact name, with
+    /// `--allow destroy`. Their workspaces go with them.
+    #[serde(default)]
+    pub sandboxes: Vec<String>,
 }
 
 /// Stale-listener cleanup policy.
@@ -224,6 +394,9 @@ fn default_markers() -> Vec<String> {
 }
 fn default_grace() -> String {
     "1s".to_owned()
+}
+fn default_agent() -> String {
+    "openclaw".to_owned()
 }
 fn default_health_timeout() -> String {
     "60s".to_owned()

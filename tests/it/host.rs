@@ -105,6 +105,12 @@ struct Fixture {
     range: PortRange,
 }
 
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        crate::support::kill_forwards(self.dir.path());
+    }
+}
+
 impl Fixture {
     fn new(sandboxes: &str, cleanup: &str) -> Self {
         let range = crate::support::next_range();
@@ -163,6 +169,7 @@ impl Fixture {
             timeout: Duration::from_secs(10),
             docker: Default::default(),
             gateway_port: None,
+            cli: None,
             driver: None,
         }
     }
@@ -204,7 +211,20 @@ fn stale_listener_on_ipv4_and_ipv6_is_one_step_stopped_with_sigterm_and_converge
     );
 
     let plan = f.plan_json();
-    assert_eq!(steps(&plan).len(), 1, "{plan:#}");
+    let ids: Vec<&str> = steps(&plan)
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    // The stale listener first, then the sandbox that needs its port, then its forward.
+    assert_eq!(
+        ids,
+        vec![
+            format!("stop:process.{}", l.pid()).as_str(),
+            "create:sandbox.my-assistant",
+            "forward:forward.my-assistant"
+        ],
+        "{plan:#}"
+    );
     let step = &steps(&plan)[0];
     assert_eq!(step["pid"], l.pid());
     assert_eq!(step["ports"], serde_json::json!([f.port(0), f.port(1)]));
@@ -230,9 +250,25 @@ fn stale_listener_on_ipv4_and_ipv6_is_one_step_stopped_with_sigterm_and_converge
         stdout(&out)
     );
     assert_eq!(l.ended_by(), Some(libc_sigterm()));
-    assert_eq!(
-        observe::probe_ports(&[f.port(0), f.port(1)]),
-        PortState::Free
+    assert_eq!(observe::probe_ports(&[f.port(1)]), PortState::Free);
+    // The sandbox's own forward now holds its port: claimed by the right process.
+    assert!(matches!(
+        observe::probe_ports(&[f.port(0)]),
+        PortState::Busy(_)
+    ));
+    let calls = std::fs::read_to_string(f.path().join(".openshell-standin/calls.log")).unwrap();
+    let create = calls
+        .lines()
+        .position(|l| l.starts_with("sandbox create --name my-assistant"))
+        .expect("created");
+    let forward = calls
+        .lines()
+        .position(|l| l.starts_with("forward start --background"))
+        .expect("forwarded");
+    assert!(create < forward, "create before forward: {calls}");
+    assert!(
+        calls.contains(&format!("NEMOCLAW_DASHBOARD_PORT={}", f.port(0))),
+        "the port is baked in: {calls}"
     );
 
     // A second apply right after has nothing to do.
@@ -290,7 +326,12 @@ fn foreign_mismatched_protected_and_forward_listeners_are_untouched() {
     });
 
     let plan = f.plan_json();
-    assert!(steps(&plan).is_empty(), "{plan:#}");
+    // Only the declared sandbox itself is missing (its forward is live): no signal anywhere.
+    let ids: Vec<&str> = steps(&plan)
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["create:sandbox.my-assistant"], "{plan:#}");
     let mut kinds = finding_kinds(&plan);
     kinds.sort();
     let mut expected = vec!["cmdline-mismatch", "declared-forward", "protected-port"];

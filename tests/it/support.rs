@@ -16,6 +16,16 @@ pub fn nemoclaw_cmd(dir: &std::path::Path) -> std::process::Command {
         .env("NO_COLOR", "1")
         .env("HOME", dir)
         .env("NEMOCLAW_LOCK_FILE", dir.join("apply.lock"))
+        // The real `openshell` CLI is not installable here; every test gets the stand-in, which
+        // records its calls under `dir` (tests/support/openshell-standin).
+        .env(
+            "NEMOCLAW_OPENSHELL_BIN",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/support/openshell-standin"
+            ),
+        )
+        .env("OPENSHELL_STANDIN_DIR", dir.join(".openshell-standin"))
         .env_remove("SUDO_UID")
         .stdin(std::process::Stdio::null());
     cmd
@@ -88,6 +98,7 @@ impl Host {
             docker: None,
             gateway_health: None,
             gateway_process: None,
+            openshell: None,
         })
     }
 
@@ -365,5 +376,26 @@ impl Host {
             }),
         });
         self
+    }
+}
+
+/// Kills the forwards the `openshell` stand-in started below `home` (they are detached, as real
+/// forwards are).
+pub fn kill_forwards(home: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(home.join(".config/openshell/forwards")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let pid = std::fs::read_to_string(e.path()).ok().and_then(|t| {
+            t.split('\t')
+                .next()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+        });
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }

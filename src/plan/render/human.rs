@@ -58,6 +58,9 @@ fn headline(step: &Step) -> String {
         Action::Restart => "restarted",
         Action::Replace => "replaced (recreated)",
         Action::Delete => "deleted, with all its data",
+        Action::Register => "registered",
+        Action::Unregister => "removed from the registry",
+        Action::Forward => "forwarded",
         Action::FreePort => return "must be freed".to_owned(),
         Action::Observe => return "must be observed".to_owned(),
     };

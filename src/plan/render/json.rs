@@ -97,6 +97,37 @@ fn step_json(step: &Step) -> Value {
             m.insert("volume".into(), json!(name));
             m.insert("mountpoint".into(), json!(mountpoint));
         }
+        Target::Sandbox(s) => {
+            m.insert("sandbox".into(), json!(s.name));
+            m.insert("port".into(), json!(s.port));
+            m.insert(
+                "command".into(),
+                json!(
+                    std::iter::once("openshell")
+                        .chain(s.argv.iter().map(String::as_str))
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
+        Target::Registry(r) => {
+            m.insert("sandbox".into(), json!(r.name));
+            m.insert("registry".into(), json!(r.path));
+            if let Some(e) = &r.entry {
+                m.insert("port".into(), json!(e.dashboard_port));
+            }
+        }
+        Target::Forward(f) => {
+            m.insert("sandbox".into(), json!(f.sandbox));
+            m.insert("port".into(), json!(f.port));
+            m.insert(
+                "command".into(),
+                json!(
+                    std::iter::once("openshell")
+                        .chain(f.argv.iter().map(String::as_str))
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
         Target::GatewayProcess(p) => {
             m.insert("binary".into(), json!(p.binary));
             m.insert("port".into(), json!(p.wait.port));

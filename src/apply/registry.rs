@@ -1,0 +1,249 @@
+//! Writing `~/.nemoclaw/sandboxes.json` with NemoClaw's own lock protocol, so the engine and the
+//! NemoClaw CLI can run side by side without losing an entry.
+//!
+//! Lock: `mkdir sandboxes.json.lock` (atomic) and an `owner` file holding the pid (written through
+//! a temp file and a rename). When the lock exists: if its owner pid is dead and the owner file
+//! unchanged on a second read, break it; if the owner cannot be read, break it once the lock
+//! directory is older than 10 s; otherwise retry every 100 ms, at most 120 times. Writes: read the
+//! whole file, change only the named entry, write `sandboxes.json.tmp.<pid>` (0600) and rename.
+//! The directory is created 0700 (tightened if looser); a symlink anywhere between `$HOME` and the
+//! file is refused; a file that does not parse is never overwritten.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value};
+
+use crate::plan::RegistryFields;
+
+const RETRY: Duration = Duration::from_millis(100);
+const TRIES: u32 = 120;
+const STALE_AFTER: Duration = Duration::from_secs(10);
+
+/// Why a registry write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A symlink on the way.
+    #[error("refusing to write through the symlink `{0}`")]
+    Symlink(PathBuf),
+    /// The lock stayed held.
+    #[error("the registry lock `{0}` stayed held for 12 s")]
+    Locked(PathBuf),
+    /// The file does not parse.
+    #[error("`{path}` does not parse ({why}); it is left untouched")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        why: String,
+    },
+    /// An I/O error.
+    #[error("{what} `{path}`")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError {
+    let path = path.to_owned();
+    move |source| RegistryError::Io { what, path, source }
+}
+
+/// Holds the registry lock; released (the directory removed) on drop.
+struct Lock {
+    dir: PathBuf,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(e) => e != nix::errno::Errno::ESRCH,
+    }
+}
+
+fn acquire(file: &Path) -> Result<Lock, RegistryError> {
+    let dir = PathBuf::from(format!("{}.lock", file.display()));
+    let owner = dir.join("owner");
+    for _ in 0..TRIES {
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                let tmp = dir.join(format!("owner.tmp.{}", std::process::id()));
+                fs::write(&tmp, format!("{}\n", std::process::id()))
+                    .map_err(io("writing the lock owner", &tmp))?;
+                fs::rename(&tmp, &owner).map_err(io("writing the lock owner", &owner))?;
+                return Ok(Lock { dir });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let first = fs::read_to_string(&owner).ok();
+                match first
+                    .as_deref()
+                    .map(str::trim)
+                    .and_then(|p| p.parse::<i32>().ok())
+                {
+                    Some(pid) if !pid_alive(pid) => {
+                        // Dead owner; break the lock only if nobody took it over meanwhile.
+                        if fs::read_to_string(&owner).ok() == first {
+                            let _ = fs::remove_dir_all(&dir);
+                            continue;
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        let old = fs::metadata(&dir)
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|t| SystemTime::now().duration_since(t).ok())
+                            .is_some_and(|age| age > STALE_AFTER);
+                        if old {
+                            let _ = fs::remove_dir_all(&dir);
+                            continue;
+                        }
+                    }
+                }
+                std::thread::sleep(RETRY);
+            }
+            Err(e) => return Err(io("taking the registry lock", &dir)(e)),
+        }
+    }
+    Err(RegistryError::Locked(dir))
+}
+
+/// Refuses any symlink between `home` and `file`, and creates the directory 0700.
+fn prepare(home: &Path, file: &Path) -> Result<(), RegistryError> {
+    let dir = file.parent().unwrap_or(home);
+    let mut p = dir.to_path_buf();
+    loop {
+        if let Ok(m) = fs::symlink_metadata(&p)
+            && m.file_type().is_symlink()
+        {
+            return Err(RegistryError::Symlink(p));
+        }
+        if p == home || !p.pop() || !p.starts_with(home) {
+            break;
+        }
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("creating", dir))?;
+    let m = fs::metadata(dir).map_err(io("reading", dir))?;
+    if m.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io("tightening", dir))?;
+    }
+    if let Ok(m) = fs::symlink_metadata(file)
+        && m.file_type().is_symlink()
+    {
+        return Err(RegistryError::Symlink(file.to_owned()));
+    }
+    Ok(())
+}
+
+/// Writes (`Some`) or removes (`None`) the entry `name`, under the lock. Returns a description.
+pub fn update(
+    home: &Path,
+    file: &Path,
+    name: &str,
+    fields: Option<&RegistryFields>,
+    now_iso: &str,
+) -> Result<String, RegistryError> {
+    prepare(home, file)?;
+    let _lock = acquire(file)?;
+    let mut doc: Value = match fs::read_to_string(file) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| RegistryError::Corrupt {
+            path: file.to_owned(),
+            why: e.to_string(),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            serde_json::json!({ "sandboxes": {}, "defaultSandbox": null })
+        }
+        Err(e) => return Err(io("reading", file)(e)),
+    };
+    let Some(top) = doc.as_object_mut() else {
+        return Err(RegistryError::Corrupt {
+            path: file.to_owned(),
+            why: "not a JSON object".to_owned(),
+        });
+    };
+    let sandboxes = top
+        .entry("sandboxes")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Some(sandboxes) = sandboxes.as_object_mut() else {
+        return Err(RegistryError::Corrupt {
+            path: file.to_owned(),
+            why: "`sandboxes` is not an object".to_owned(),
+        });
+    };
+    let what = match fields {
+        Some(f) => {
+            let entry = sandboxes
+                .entry(name.to_owned())
+                .or_insert_with(|| serde_json::json!({ "name": name, "createdAt": now_iso }));
+            if let Some(e) = entry.as_object_mut() {
+                e.insert("name".into(), Value::from(name));
+                e.insert("dashboardPort".into(), Value::from(f.dashboard_port));
+                e.insert("agent".into(), Value::from(f.agent.clone()));
+                e.insert("policies".into(), Value::from(f.policies.clone()));
+                for (k, v) in [
+                    ("provider", &f.provider),
+                    ("model", &f.model),
+                    ("gatewayName", &f.gateway_name),
+                ] {
+                    if let Some(v) = v {
+                        e.insert(k.into(), Value::from(v.clone()));
+                    }
+                }
+                if let Some(p) = f.gateway_port {
+                    e.insert("gatewayPort".into(), Value::from(p));
+                }
+            }
+            let sandboxes_empty_default = top.get("defaultSandbox").is_none_or(Value::is_null);
+            if sandboxes_empty_default {
+                top.insert("defaultSandbox".into(), Value::from(name));
+            }
+            format!("registered `{name}` (dashboardPort {})", f.dashboard_port)
+        }
+        None => {
+            sandboxes.remove(name);
+            let next = sandboxes.keys().next().cloned();
+            if top.get("defaultSandbox").and_then(Value::as_str) == Some(name) {
+                top.insert(
+                    "defaultSandbox".into(),
+                    next.map_or(Value::Null, Value::from),
+                );
+            }
+            format!("removed `{name}` from the registry")
+        }
+    };
+    let tmp = PathBuf::from(format!("{}.tmp.{}", file.display(), std::process::id()));
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+    {
+        use std::io::Write as _;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("writing", &tmp))?;
+        f.write_all(text.as_bytes()).map_err(io("writing", &tmp))?;
+        f.sync_all().map_err(io("syncing", &tmp))?;
+    }
+    fs::rename(&tmp, file).map_err(io("replacing", file))?;
+    Ok(what)
+}
