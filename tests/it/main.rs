@@ -13,5 +13,6 @@ mod host;
 mod planner;
 mod planner_gateway;
 mod props;
+mod sandboxes;
 mod spec_files;
 mod support;
