@@ -73,8 +73,8 @@ fn a_missing_sandbox_is_created_on_the_lowest_free_port_then_forwarded() {
     );
     let o = with_cli(
         Host::new()
-            .process(90, 0, "nginx")
-            .listen(18789, &[90])
+            .process(300, 0, "nginx")
+            .listen(18789, &[300])
             .build(),
         cli(&[], &[], None, true),
     );
