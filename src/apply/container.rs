@@ -41,6 +41,16 @@ async fn current(
         .map_err(StepOutcome::Failed)
 }
 
+/// Re-inspects the container and returns it if it is still the one planned against.
+async fn planned(
+    docker: &Docker,
+    t: &ContainerTarget,
+) -> Result<crate::model::ContainerFacts, StepOutcome> {
+    let now = current(docker, &t.name).await?;
+    same(t, now.as_ref())?;
+    now.ok_or_else(|| StepOutcome::Stale(format!("container `{}` no longer exists", t.name)))
+}
+
 /// Checks that the container is the one planned against.
 fn same(
     t: &ContainerTarget,
@@ -196,15 +206,11 @@ pub async fn start(
     t: &ContainerTarget,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> StepOutcome {
-    let now = match current(docker, &t.name).await {
-        Ok(n) => n,
+    let now = match planned(docker, t).await {
+        Ok(c) => c,
         Err(e) => return e,
     };
-    if let Err(e) = same(t, now.as_ref()) {
-        return e;
-    }
-    let c = now.expect("checked by same()");
-    if c.running {
+    if now.running {
         return StepOutcome::Stale(format!(
             "container `{}` is already running; it was `{}` when planned",
             t.name,
@@ -224,11 +230,7 @@ pub async fn restart(
     t: &ContainerTarget,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> StepOutcome {
-    let now = match current(docker, &t.name).await {
-        Ok(n) => n,
-        Err(e) => return e,
-    };
-    if let Err(e) = same(t, now.as_ref()) {
+    if let Err(e) = planned(docker, t).await {
         return e;
     }
     progress("restarting container");
@@ -251,11 +253,7 @@ pub async fn replace(
     let Some(spec) = &t.spec else {
         return StepOutcome::Failed("a replace step without a container spec".to_owned());
     };
-    let now = match current(docker, &t.name).await {
-        Ok(n) => n,
-        Err(e) => return e,
-    };
-    if let Err(e) = same(t, now.as_ref()) {
+    if let Err(e) = planned(docker, t).await {
         return e;
     }
     progress("stopping container");

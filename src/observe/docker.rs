@@ -134,16 +134,7 @@ async fn observe_inner(q: &DockerQuery) -> Result<DockerFacts, String> {
 pub async fn sandbox_containers(
     docker: &Docker,
 ) -> Result<Vec<crate::model::SandboxContainer>, String> {
-    let filters: HashMap<&str, Vec<&str>> =
-        HashMap::from([("label", vec!["openshell.ai/managed-by=openshell"])]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let listed = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| format!("listing sandbox containers: {e}"))?;
+    let listed = list_all(docker, "label", "openshell.ai/managed-by=openshell").await?;
     let mut out: Vec<crate::model::SandboxContainer> = listed
         .into_iter()
         .filter_map(|c| {
@@ -239,6 +230,24 @@ pub async fn container(docker: &Docker, name: &str) -> Result<Option<ContainerFa
     }))
 }
 
+/// Lists every container (running or not) matching one engine-side filter. Engine filters are
+/// loose (substrings, prefixes); callers check the exact match themselves.
+async fn list_all(
+    docker: &Docker,
+    key: &str,
+    value: &str,
+) -> Result<Vec<bollard::models::ContainerSummary>, String> {
+    let filters: HashMap<&str, Vec<&str>> = HashMap::from([(key, vec![value])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| format!("listing containers with {key}={value}: {e}"))
+}
+
 /// Inspects one volume by exact name and finds the containers that mount it.
 pub async fn volume(docker: &Docker, name: &str) -> Result<Option<VolumeFacts>, String> {
     let v = match docker.inspect_volume(name).await {
@@ -247,15 +256,7 @@ pub async fn volume(docker: &Docker, name: &str) -> Result<Option<VolumeFacts>, 
         Err(e) if is_not_found(&e) => return Ok(None),
         Err(e) => return Err(format!("inspecting volume `{name}`: {e}")),
     };
-    let filters: HashMap<&str, Vec<&str>> = HashMap::from([("volume", vec![name])]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let listed = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| format!("listing containers using `{name}`: {e}"))?;
+    let listed = list_all(docker, "volume", name).await?;
     // The filter is looser than an exact name; keep only exact volume mounts.
     let mut used_by: Vec<String> = listed
         .into_iter()
