@@ -17,6 +17,7 @@ pub mod journal;
 pub mod lock;
 pub mod registry;
 pub mod sandbox;
+pub mod secrets;
 pub mod stop;
 
 use std::collections::BTreeMap;
@@ -134,6 +135,8 @@ pub struct ApplyContext {
     pub journal: Option<journal::Journal>,
     /// The invoking user's home: registry writes refuse symlinks below it.
     pub home: std::path::PathBuf,
+    /// How to reach the legacy gateway's cluster.
+    pub cluster: Option<crate::observe::cluster::ClusterQuery>,
 }
 
 /// Runs one step between its journal intent and outcome, reporting progress while it runs.
@@ -228,6 +231,21 @@ async fn run_step(
             sandbox::register(r, &context.home)
         }
         (Action::Forward, Target::Forward(f)) => sandbox::forward(f, progress).await,
+        (Action::Create | Action::Replace, Target::Secrets(t)) => match &context.cluster {
+            Some(q) => secrets::write(t, q, progress).await,
+            None => StepOutcome::Failed("no way to reach the cluster was configured".to_owned()),
+        },
+        (Action::Write, Target::CliBundle { dir }) => match &context.cluster {
+            Some(q) => secrets::copy_bundle(dir, &context.home, q).await,
+            None => StepOutcome::Failed("no way to reach the cluster was configured".to_owned()),
+        },
+        (Action::Restart, Target::StatefulSet { .. }) => match &context.cluster {
+            Some(q) => {
+                let now = crate::observe::time::format_rfc3339(crate::observe::now_ms());
+                secrets::restart_rollout(q, &now).await
+            }
+            None => StepOutcome::Failed("no way to reach the cluster was configured".to_owned()),
+        },
         (Action::Delete, Target::Volume { name, .. }) => match docker().await {
             Ok(d) => container::delete_volume(&d, name).await,
             Err(e) => e,

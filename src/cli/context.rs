@@ -63,11 +63,28 @@ pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
     };
     let mut driver = None;
     let mut gateway_port = None;
+    let mut cluster_query = None;
     if let Some(d) = desired {
         docker.volumes.extend(d.destroy_volumes.iter().cloned());
         match &d.gateway.runtime {
-            Some(GatewayRuntime::LegacyK3s { image, .. }) => {
+            Some(GatewayRuntime::LegacyK3s {
+                image,
+                kubeconfig,
+                cluster: manage,
+                ..
+            }) => {
                 let cluster = d.gateway.cluster_name();
+                cluster_query = manage.then(|| crate::observe::cluster::ClusterQuery {
+                    kubeconfig: kubeconfig.clone().map(PathBuf::from).or_else(|| {
+                        std::env::var_os("KUBECONFIG")
+                            .filter(|k| !k.is_empty())
+                            .map(PathBuf::from)
+                    }),
+                    container: cluster.clone(),
+                    docker_endpoint: docker.endpoint.clone(),
+                    mtls_dir: mtls_dir(&home, &d.gateway.name),
+                    timeout: Duration::from_secs(5),
+                });
                 docker.containers.push(cluster.clone());
                 if !docker.volumes.contains(&cluster) {
                     docker.volumes.push(cluster.clone());
@@ -108,6 +125,7 @@ pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
         timeout: Duration::from_secs(15),
     });
     ObserveOptions {
+        cluster: cluster_query,
         cli,
         invoking_uid: uid,
         home,
@@ -123,6 +141,13 @@ pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
         gateway_port,
         driver,
     }
+}
+
+/// The CLI's copy of a gateway's client bundle: `~/.config/openshell/gateways/<gw>/mtls`.
+pub fn mtls_dir(home: &Path, gateway: &str) -> PathBuf {
+    home.join(".config/openshell/gateways")
+        .join(gateway)
+        .join("mtls")
 }
 
 /// `NEMOCLAW_OPENSHELL_BIN`, else `openshell` on `PATH`.
@@ -195,6 +220,7 @@ pub fn apply_context(desired: &Desired) -> crate::apply::ApplyContext {
         },
         journal: None,
         home: home_dir(invoking_uid()),
+        cluster: observe_options(Some(desired)).cluster,
     }
 }
 

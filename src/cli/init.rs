@@ -45,6 +45,7 @@ pub fn run(_args: &Args) -> Result<Exit, CliError> {
             ..DockerQuery::default()
         },
         gateway_port: Some(port),
+        cluster: None,
         cli: Some(crate::observe::openshell::CliQuery {
             candidates: context::openshell_candidates(),
             registered: Vec::new(),

@@ -88,6 +88,7 @@ fn verb(step: &Step) -> &'static str {
         crate::plan::Action::Register => "Registering",
         crate::plan::Action::Unregister => "Unregistering",
         crate::plan::Action::Forward => "Forwarding",
+        crate::plan::Action::Write => "Writing",
         crate::plan::Action::FreePort => "Freeing",
         crate::plan::Action::Observe => "Observing",
     }

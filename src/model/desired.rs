@@ -59,6 +59,11 @@ pub enum GatewayRuntime {
         image: String,
         /// Whether the container runs privileged.
         privileged: bool,
+        /// Whether the file asks the engine to manage the cluster's bootstrap secrets and report
+        /// its PVCs (a `gateway.cluster` section).
+        cluster: bool,
+        /// A kubeconfig for the k3s API, when the file names one.
+        kubeconfig: Option<String>,
     },
     /// A host process `openshell-gateway`.
     DockerDriver {

@@ -11,11 +11,11 @@ pub use desired::{
     SandboxCreate, SandboxDesired,
 };
 pub use observed::{
-    CliFacts, CliStatus, ContainerFacts, DockerFacts, DriverFacts, DriverProcess, ForwardContent,
-    ForwardPidFile, ForwardRow, Health, Holders, HostFacts, ImageFacts, Listener, Lookup,
-    MountFacts, NetworkFacts, OBSERVED_FORMAT_VERSION, Observation, Observed, ProcessInfo,
-    PublishedPort, Registry, RegistryEntry, RuntimeMarker, SandboxContainer, SandboxRow,
-    VolumeFacts,
+    CertFacts, CliFacts, CliStatus, ClusterFacts, ContainerFacts, DockerFacts, DriverFacts,
+    DriverProcess, ForwardContent, ForwardPidFile, ForwardRow, Health, Holders, HostFacts,
+    ImageFacts, Listener, Lookup, MountFacts, NetworkFacts, OBSERVED_FORMAT_VERSION, Observation,
+    Observed, ProcessInfo, PublishedPort, PvcFacts, Registry, RegistryEntry, RuntimeMarker,
+    SandboxContainer, SandboxRow, SecretFacts, VolumeFacts,
 };
 
 /// Returns the lowercase hex SHA-256 of `bytes`.

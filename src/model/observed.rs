@@ -40,6 +40,9 @@ pub struct Observed {
     /// The `docker-driver` gateway's files and process; absent for other runtimes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_process: Option<DriverFacts>,
+    /// The legacy gateway's k3s cluster (bootstrap secrets, PVCs); absent for other runtimes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Observation<ClusterFacts>>,
     /// The `openshell` CLI's view; absent when it was not asked (no sandboxes declared or
     /// registered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -443,4 +446,86 @@ pub struct RuntimeMarker {
 
 fn absent_marker() -> Observation<Option<RuntimeMarker>> {
     Observation::Known { value: None }
+}
+
+/// The k3s cluster of a legacy gateway, as far as the engine manages it. Secret values never
+/// appear here: only SHA-256 fingerprints and certificate metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterFacts {
+    /// Where the API was reached, and through which kubeconfig.
+    pub source: String,
+    /// Whether namespace `openshell` exists.
+    pub namespace: bool,
+    /// Whether statefulset `openshell/openshell` exists.
+    pub statefulset: bool,
+    /// The four bootstrap secrets by name.
+    pub secrets: BTreeMap<String, SecretFacts>,
+    /// PVCs in namespace `openshell`.
+    pub pvcs: Vec<PvcFacts>,
+    /// Fingerprints of the CLI's copy of the client bundle
+    /// (`~/.config/openshell/gateways/<gw>/mtls/{ca.crt,tls.crt,tls.key}`), `null` when missing.
+    pub cli_bundle: BTreeMap<String, Option<String>>,
+}
+
+/// One bootstrap secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SecretFacts {
+    /// Not there.
+    Missing,
+    /// There and usable.
+    Valid {
+        /// SHA-256 of each key's value.
+        fingerprints: BTreeMap<String, String>,
+        /// The certificate, for TLS secrets.
+        cert: Option<CertFacts>,
+    },
+    /// There but unusable.
+    Malformed {
+        /// Why.
+        reason: String,
+        /// SHA-256 of each key's value.
+        fingerprints: BTreeMap<String, String>,
+    },
+}
+
+impl SecretFacts {
+    /// The fingerprints, when the secret exists.
+    #[must_use]
+    pub fn fingerprints(&self) -> Option<&BTreeMap<String, String>> {
+        match self {
+            Self::Missing => None,
+            Self::Valid { fingerprints, .. } | Self::Malformed { fingerprints, .. } => {
+                Some(fingerprints)
+            }
+        }
+    }
+}
+
+/// Certificate metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertFacts {
+    /// Subject.
+    pub subject: String,
+    /// Issuer.
+    pub issuer: String,
+    /// Not after (RFC 3339).
+    pub not_after: String,
+    /// Subject alternative names.
+    pub sans: Vec<String>,
+}
+
+/// One PVC.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PvcFacts {
+    /// Name.
+    pub name: String,
+    /// Phase (`Bound`, `Pending`, ...).
+    pub phase: String,
+    /// Bound volume.
+    pub volume: Option<String>,
+    /// Requested or bound capacity.
+    pub capacity: Option<String>,
+    /// The sandbox it belongs to (label `openshell.ai/sandbox-name`, else its name).
+    pub sandbox: Option<String>,
 }

@@ -4,6 +4,7 @@
 //! A failure or timeout makes that part of the observation unknown, with the reason; it never
 //! makes it empty.
 
+pub mod cluster;
 pub mod docker;
 pub mod driver;
 pub mod forwards;
@@ -43,6 +44,8 @@ pub struct ObserveOptions {
     pub driver: Option<driver::DriverQuery>,
     /// The `openshell` CLI, when sandboxes are declared.
     pub cli: Option<openshell::CliQuery>,
+    /// The legacy gateway's cluster, when that is the runtime.
+    pub cluster: Option<cluster::ClusterQuery>,
 }
 
 impl ObserveOptions {
@@ -189,6 +192,13 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
         }
         None => None,
     };
+    let cluster = match &opts.cluster {
+        Some(q) => {
+            let now_s = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
+            Some(cluster::observe(q, now_s).await)
+        }
+        None => None,
+    };
     let engine_pid = std::process::id();
     Observed {
         format_version: OBSERVED_FORMAT_VERSION.to_owned(),
@@ -209,6 +219,7 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
         gateway_health: health,
         gateway_process,
         openshell,
+        cluster,
     }
 }
 

@@ -33,9 +33,9 @@ pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
     }
     let facts = docker.and_then(Observation::known);
     match &desired.gateway.runtime {
-        Some(GatewayRuntime::LegacyK3s { image, privileged }) => {
-            legacy(desired, observed, facts, image, *privileged, b)
-        }
+        Some(GatewayRuntime::LegacyK3s {
+            image, privileged, ..
+        }) => legacy(desired, observed, facts, image, *privileged, b),
         Some(GatewayRuntime::DockerDriver { env, .. }) => driver(desired, observed, env, b),
         None => {}
     }

@@ -10,17 +10,18 @@ pub mod recovery;
 pub mod render;
 pub mod sandboxes;
 pub mod saved;
+pub mod secrets;
 pub mod step;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 pub use gateway::{env_fingerprint, env_map_sha256, managed_env};
 pub use step::{
     Action, Blocked, ContainerSpec, ContainerTarget, Finding, FindingKind, ForwardTarget,
-    HealthWait, ProcessTarget, RegistryFields, RegistryTarget, Risk, SandboxTarget, Step,
-    StopProcess, Target,
+    HealthWait, ProcessTarget, RegistryFields, RegistryTarget, Risk, SandboxTarget, SecretsTarget,
+    Step, StopProcess, Target,
 };
 
 use crate::model::{Desired, DesiredSource, Observed};
@@ -93,6 +94,7 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Pl
     listeners::plan(desired, observed, &mut b);
     gateway::plan(desired, observed, &mut b);
     sandboxes::plan(desired, observed, &mut b);
+    secrets::plan(desired, observed, &mut b);
     b.finish(desired, options)
 }
 
@@ -167,6 +169,31 @@ pub fn consent(steps: &mut [Step], options: &PlanOptions) {
             });
         }
     }
+    // A step that waits for a blocked one cannot run either: say so, with the flag (if any) that
+    // would unblock the whole chain.
+    loop {
+        let blocked: BTreeMap<String, Option<String>> = steps
+            .iter()
+            .filter_map(|s| s.blocked.as_ref().map(|b| (s.id.clone(), b.allow.clone())))
+            .collect();
+        let mut changed = false;
+        for step in steps.iter_mut().filter(|s| s.blocked.is_none()) {
+            if let Some((dep, allow)) = step
+                .depends_on
+                .iter()
+                .find_map(|d| blocked.get(d).map(|a| (d, a)))
+            {
+                step.blocked = Some(Blocked {
+                    reason: format!("it waits for `{dep}`, which is blocked"),
+                    allow: allow.clone(),
+                });
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
 }
 
 /// Orders steps so that every dependency comes first (a topological order) and, among the steps
@@ -221,7 +248,12 @@ fn first_port(target: &Target) -> u16 {
         Target::GatewayProcess(p) => p.wait.port,
         Target::Sandbox(s) => s.port,
         Target::Forward(f) => f.port,
-        Target::Ports { .. } | Target::Volume { .. } | Target::Registry(_) => 0,
+        Target::Ports { .. }
+        | Target::Volume { .. }
+        | Target::Registry(_)
+        | Target::Secrets(_)
+        | Target::CliBundle { .. }
+        | Target::StatefulSet { .. } => 0,
     }
 }
 

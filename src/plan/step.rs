@@ -74,6 +74,8 @@ pub enum Action {
     Unregister,
     /// Start a sandbox's dashboard forward.
     Forward,
+    /// Write a local file (the CLI's copy of the client bundle).
+    Write,
     /// Free a port a declared sandbox needs. Only ever planned blocked: the holder is not the
     /// engine's to stop, so a person must act.
     FreePort,
@@ -95,6 +97,7 @@ impl Action {
             Self::Register => "register",
             Self::Unregister => "unregister",
             Self::Forward => "forward",
+            Self::Write => "write",
             Self::FreePort => "free-port",
             Self::Observe => "observe",
         }
@@ -166,6 +169,31 @@ pub enum Target {
     Registry(RegistryTarget),
     /// A dashboard forward.
     Forward(ForwardTarget),
+    /// Bootstrap secrets in namespace `openshell`.
+    Secrets(SecretsTarget),
+    /// The CLI's copy of the client bundle.
+    CliBundle {
+        /// The `mtls` directory.
+        dir: String,
+    },
+    /// The `openshell` statefulset (rollout restart).
+    StatefulSet {
+        /// Namespace/name.
+        name: String,
+    },
+}
+
+/// Bootstrap secrets to generate and write together, with what each looked like when planned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretsTarget {
+    /// Secret names.
+    pub names: Vec<String>,
+    /// Per name, the SHA-256 fingerprints of its keys when planned (`None`: it was missing).
+    /// Apply refuses if any moved.
+    pub expected:
+        std::collections::BTreeMap<String, Option<std::collections::BTreeMap<String, String>>>,
+    /// Names the server certificate covers.
+    pub server_sans: Vec<String>,
 }
 
 /// A sandbox step through the `openshell` CLI: the exact command, decided at plan time.
@@ -388,6 +416,12 @@ pub enum FindingKind {
     RegistryEntryKept,
     /// A sandbox that exists but is not Ready.
     SandboxNotReady,
+    /// The cluster API could not be asked.
+    ClusterUnknown,
+    /// The cluster is still bootstrapping (no namespace or statefulset yet).
+    ClusterBootstrapping,
+    /// A PVC that belongs to no declared sandbox.
+    OrphanedWorkspace,
 }
 
 impl FindingKind {
@@ -414,6 +448,9 @@ impl FindingKind {
             Self::UndeclaredSandbox => "undeclared-sandbox",
             Self::RegistryEntryKept => "registry-entry-kept",
             Self::SandboxNotReady => "sandbox-not-ready",
+            Self::ClusterUnknown => "cluster-unknown",
+            Self::ClusterBootstrapping => "cluster-bootstrapping",
+            Self::OrphanedWorkspace => "orphaned-workspace",
         }
     }
 }

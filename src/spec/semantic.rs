@@ -392,9 +392,19 @@ fn resolve_gateway(
             GatewayRuntime::LegacyK3s {
                 image,
                 privileged: g.privileged,
+                cluster: g.cluster.is_some(),
+                kubeconfig: g.cluster.as_ref().and_then(|c| c.kubeconfig.clone()),
             }
         }
         RuntimeSpec::DockerDriver => {
+            if g.cluster.is_some() {
+                err(
+                    "gateway.cluster",
+                    "`gateway.cluster` is only used by the `legacy-k3s` runtime".to_owned(),
+                    "no `cluster` with `runtime: docker-driver`",
+                    "remove it, or set `runtime: legacy-k3s`",
+                );
+            }
             if g.image.is_some() {
                 err(
                     "gateway.image",

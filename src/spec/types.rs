@@ -98,6 +98,10 @@ pub struct GatewaySpec {
     /// not work there.
     #[serde(default = "default_true")]
     pub privileged: bool,
+    /// Manage the `legacy-k3s` gateway's k3s bootstrap secrets and report its PVCs. `cluster: {}`
+    /// reaches the API through `KUBECONFIG`, else the container's `/etc/rancher/k3s/k3s.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSpec>,
     /// Cluster image (`legacy-k3s` only), e.g. `ghcr.io/nvidia/openshell/cluster:0.0.36`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -112,6 +116,16 @@ pub struct GatewaySpec {
     #[serde(default = "default_health_timeout")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$"))]
     pub health_timeout: String,
+}
+
+/// Reaching the gateway's k3s cluster.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// A kubeconfig file. Default: `KUBECONFIG`, else the gateway container's
+    /// `/etc/rancher/k3s/k3s.yaml`, read through the Docker API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<String>,
 }
 
 /// Gateway runtimes.

@@ -170,6 +170,7 @@ impl Fixture {
             docker: Default::default(),
             gateway_port: None,
             cli: None,
+            cluster: None,
             driver: None,
         }
     }

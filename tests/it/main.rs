@@ -6,12 +6,14 @@
 //! - `host`: real processes, real signals, the real socket table.
 
 mod cli;
+mod cluster;
 mod docker;
 mod driver;
 mod gitops;
 mod host;
 mod planner;
 mod planner_gateway;
+mod planner_secrets;
 mod props;
 mod sandboxes;
 mod spec_files;

@@ -99,6 +99,7 @@ impl Host {
             gateway_health: None,
             gateway_process: None,
             openshell: None,
+            cluster: None,
         })
     }
 

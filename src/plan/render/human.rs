@@ -61,6 +61,7 @@ fn headline(step: &Step) -> String {
         Action::Register => "registered",
         Action::Unregister => "removed from the registry",
         Action::Forward => "forwarded",
+        Action::Write => "written",
         Action::FreePort => return "must be freed".to_owned(),
         Action::Observe => return "must be observed".to_owned(),
     };

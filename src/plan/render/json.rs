@@ -128,6 +128,16 @@ fn step_json(step: &Step) -> Value {
                 ),
             );
         }
+        Target::Secrets(t) => {
+            m.insert("namespace".into(), json!("openshell"));
+            m.insert("secrets".into(), json!(t.names));
+        }
+        Target::CliBundle { dir } => {
+            m.insert("path".into(), json!(dir));
+        }
+        Target::StatefulSet { name } => {
+            m.insert("statefulset".into(), json!(name));
+        }
         Target::GatewayProcess(p) => {
             m.insert("binary".into(), json!(p.binary));
             m.insert("port".into(), json!(p.wait.port));
