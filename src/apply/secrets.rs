@@ -25,6 +25,16 @@ use crate::model::sha256_hex;
 use crate::observe::cluster::{self, ClusterQuery, NAMESPACE};
 use crate::plan::SecretsTarget;
 
+/// The field manager every write carries.
+const FIELD_MANAGER: &str = "nemoclaw";
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    }
+}
+
 fn fingerprints(s: &Secret) -> BTreeMap<String, String> {
     s.data
         .iter()
@@ -198,17 +208,30 @@ pub async fn write(
     for s in writes {
         let name = s.metadata.name.clone().unwrap_or_default();
         let result = if s.metadata.resource_version.is_some() {
-            api.replace(&name, &PostParams::default(), &s)
+            api.replace(&name, &post_params(), &s)
                 .await
                 .map(|_| "replaced")
         } else {
-            api.create(&PostParams::default(), &s)
-                .await
-                .map(|_| "created")
+            api.create(&post_params(), &s).await.map(|_| "created")
         };
         match result {
             Ok(how) => done.push(format!("{how} `{name}`")),
             // Classified by code, not only by reason: the reason strings vary between servers.
+            // Someone else wrote it meanwhile: re-read and compare. A valid handshake secret is as
+            // good as ours; a TLS secret from another PKI would not match the rest, so it is stale.
+            Err(kube::Error::Api(status)) if status.code == 409 && name == cluster::HANDSHAKE => {
+                let now = api.get_opt(&name).await.ok().flatten();
+                match cluster::classify(&name, now.as_ref(), 0) {
+                    crate::model::SecretFacts::Valid { .. } => done.push(format!(
+                        "kept `{name}` (written meanwhile by someone else, and valid)"
+                    )),
+                    _ => {
+                        return StepOutcome::Stale(format!(
+                            "secret `{name}` was written meanwhile by someone else and is not valid"
+                        ));
+                    }
+                }
+            }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 return StepOutcome::Stale(format!(
                     "secret `{name}` was written by someone else meanwhile (409 {}); re-plan to compare{}",
@@ -287,7 +310,14 @@ pub async fn restart_rollout(q: &ClusterQuery, now_rfc3339: &str) -> StepOutcome
         "spec": { "template": { "metadata": { "annotations": { "kubectl.kubernetes.io/restartedAt": now_rfc3339 } } } }
     });
     match api
-        .patch("openshell", &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            "openshell",
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => StepOutcome::Done(

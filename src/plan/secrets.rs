@@ -154,7 +154,12 @@ pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
             target: Target::Secrets(SecretsTarget {
                 names: TLS.iter().map(|n| (*n).to_owned()).collect(),
                 expected: expected(&TLS),
-                server_sans: SERVER_SANS.iter().map(|s| (*s).to_owned()).collect(),
+                // OpenShell's names plus the gateway's own host name (its k3s node name).
+                server_sans: SERVER_SANS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .chain(std::iter::once(desired.gateway.node_name()))
+                    .collect(),
             }),
         });
         restart_after.push(id.clone());
