@@ -302,6 +302,10 @@ fn all_four_missing_are_created_as_one_valid_pki_and_copied_to_the_cli() {
             "SAN {name} in {sans:?}"
         );
     }
+    assert!(
+        sans.iter().any(|s| s.contains(&format!("openshell-{gw}"))),
+        "the gateway's own host name: {sans:?}"
+    );
     assert_eq!(
         e.get("openshell-ssh-handshake").unwrap()["secret"].len(),
         64
