@@ -1,5 +1,6 @@
 //! The binary's contract: exit codes, usage errors, and planning offline from a snapshot.
 
+use crate::support::code;
 use crate::support::{Host, ME};
 
 fn nemoclaw(args: &[&str], dir: &std::path::Path) -> std::process::Output {
@@ -7,10 +8,6 @@ fn nemoclaw(args: &[&str], dir: &std::path::Path) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn code(o: &std::process::Output) -> i32 {
-    o.status.code().unwrap_or(-1)
 }
 
 const FILE: &str = "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\nsandboxes:\n  - name: my-assistant\n    dashboardPort: 18789\n";

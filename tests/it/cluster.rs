@@ -15,6 +15,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
+use crate::support::text;
 use crate::support::{nemoclaw_cmd, next_range};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -217,14 +218,6 @@ impl Drop for Env {
         docker(&["volume", "rm", "-f", &self.container]);
         docker(&["network", "rm", &self.container]);
     }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn cert(pem: &[u8]) -> x509_parser::certificate::X509Certificate<'static> {

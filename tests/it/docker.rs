@@ -9,22 +9,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nemoclaw::model::PortRange;
 
+use crate::support::{code, text};
 use crate::support::{nemoclaw_cmd, next_range};
 
 const IMAGE_1: &str = "nemoclaw-test/busybox:1";
 const IMAGE_2: &str = "nemoclaw-test/busybox:2";
-
-fn engine() -> bool {
-    if std::env::var_os("DOCKER_HOST").is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run the Docker tests against the private engine: run them through scripts/test"
-    );
-    eprintln!("skipped: DOCKER_HOST is not set (scripts/test starts a private Docker engine)");
-    false
-}
 
 fn docker(args: &[&str]) -> Output {
     Command::new("docker")
@@ -178,18 +167,6 @@ impl Drop for Gateway {
     }
 }
 
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn step_ids(plan: &serde_json::Value) -> Vec<String> {
     plan["steps"]
         .as_array()
@@ -203,7 +180,7 @@ fn step_ids(plan: &serde_json::Value) -> Vec<String> {
 // holding every sandbox workspace, deleted.
 #[test]
 fn a_stopped_gateway_is_started_and_its_volume_kept() {
-    if !engine() {
+    if !crate::support::docker_engine() {
         return;
     }
     let g = Gateway::new();
@@ -241,7 +218,7 @@ fn a_stopped_gateway_is_started_and_its_volume_kept() {
 
 #[test]
 fn a_missing_gateway_is_created_with_the_spec_and_answers() {
-    if !engine() {
+    if !crate::support::docker_engine() {
         return;
     }
     let g = Gateway::new();
@@ -283,7 +260,7 @@ fn a_missing_gateway_is_created_with_the_spec_and_answers() {
 
 #[test]
 fn image_drift_is_a_replace_that_needs_consent_and_keeps_the_volume() {
-    if !engine() {
+    if !crate::support::docker_engine() {
         return;
     }
     let g = Gateway::new();
@@ -318,7 +295,7 @@ fn image_drift_is_a_replace_that_needs_consent_and_keeps_the_volume() {
 
 #[test]
 fn a_stopped_gateway_with_drift_is_started_not_replaced() {
-    if !engine() {
+    if !crate::support::docker_engine() {
         return;
     }
     let g = Gateway::new();
@@ -349,7 +326,7 @@ fn a_stopped_gateway_with_drift_is_started_not_replaced() {
 
 #[test]
 fn an_unreachable_engine_is_unknown_and_nothing_is_touched() {
-    if !engine() {
+    if !crate::support::docker_engine() {
         return;
     }
     let g = Gateway::new();
@@ -396,7 +373,7 @@ fn an_unreachable_engine_is_unknown_and_nothing_is_touched() {
 
 #[test]
 fn volumes_are_deleted_only_by_exact_name_and_with_consent() {
-    if !engine() {
+    if !crate::support::docker_engine() {
         return;
     }
     let g = Gateway::new();
@@ -432,7 +409,7 @@ fn volumes_are_deleted_only_by_exact_name_and_with_consent() {
 
 #[test]
 fn a_volume_in_use_by_the_declared_gateway_is_never_deleted() {
-    if !engine() {
+    if !crate::support::docker_engine() {
         return;
     }
     let g = Gateway::new();

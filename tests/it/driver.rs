@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use nemoclaw::observe::{self, PortState};
 
+use crate::support::text;
 use crate::support::{nemoclaw_cmd, next_range};
 
 fn standin() -> &'static Path {
@@ -106,14 +107,6 @@ impl Drop for Driver {
 
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn step_ids(plan: &serde_json::Value) -> Vec<String> {

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{code, text};
 use crate::support::{nemoclaw_cmd, next_range};
 
 const SCRIPT: &str = r#"
@@ -94,18 +95,6 @@ impl Site {
         std::fs::read_to_string(self.dir.path().join("state/nemoclaw/journal.jsonl"))
             .unwrap_or_default()
     }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]
@@ -258,12 +247,7 @@ fn an_apply_killed_mid_step_is_reported_by_the_next_run_and_converges() {
 
 #[test]
 fn consent_binds_to_the_plan_and_to_one_address() {
-    if std::env::var_os("DOCKER_HOST").is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide the private Docker engine"
-        );
-        eprintln!("skipped: no private Docker engine");
+    if !crate::support::docker_engine() {
         return;
     }
     let id = std::process::id();
@@ -296,12 +280,7 @@ fn consent_binds_to_the_plan_and_to_one_address() {
 
 #[test]
 fn a_saved_plan_refuses_a_recreated_container() {
-    if std::env::var_os("DOCKER_HOST").is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide the private Docker engine"
-        );
-        eprintln!("skipped: no private Docker engine");
+    if !crate::support::docker_engine() {
         return;
     }
     let range = next_range();
@@ -409,12 +388,7 @@ fn ci_review_script_runs_the_documented_commands() {
 
 #[test]
 fn an_apply_killed_inside_a_docker_step_is_judged_and_converges_with_the_volume_intact() {
-    if std::env::var_os("DOCKER_HOST").is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide the private Docker engine"
-        );
-        eprintln!("skipped: no private Docker engine");
+    if !crate::support::docker_engine() {
         return;
     }
     let name = format!("k{}", std::process::id());

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::support::code;
 use nemoclaw::model::PortRange;
 use nemoclaw::observe::{self, ObserveOptions, PortState};
 
@@ -174,10 +175,6 @@ impl Fixture {
             driver: None,
         }
     }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
 }
 
 fn stdout(o: &Output) -> String {

@@ -11,6 +11,7 @@ use nemoclaw::model::{CliFacts, CliStatus, Lookup, Observation, Observed, Sandbo
 use nemoclaw::plan::{Action, PlanOptions, Risk, Target, plan, render};
 
 use crate::snap;
+use crate::support::text;
 use crate::support::{Host, ME, desired, nemoclaw_cmd};
 
 const HEAD: &str = "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\n";
@@ -436,14 +437,6 @@ fn run(dir: &Path, args: &[&str]) -> Output {
     nemoclaw_cmd(dir).args(args).output().unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn a_corrupt_registry_is_reported_and_left_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
@@ -514,12 +507,7 @@ fn the_cli_gets_the_exact_commands_in_order_and_a_second_apply_does_nothing() {
 
 #[test]
 fn a_stopped_sandbox_container_is_started() {
-    if std::env::var_os("DOCKER_HOST").is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide the private Docker engine"
-        );
-        eprintln!("skipped: no private Docker engine");
+    if !crate::support::docker_engine() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

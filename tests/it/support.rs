@@ -400,3 +400,31 @@ pub fn kill_forwards(home: &std::path::Path) {
         }
     }
 }
+
+/// The exit code of a finished command (-1 when killed by a signal).
+pub fn code(o: &std::process::Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Stdout then stderr, for assertion messages and greps.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Whether the private Docker engine is there. Under CI its absence fails the test (scripts/test
+/// starts it); elsewhere the test is skipped with a message.
+pub fn docker_engine() -> bool {
+    if std::env::var_os("DOCKER_HOST").is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the Docker tests against the private engine: run them through scripts/test"
+    );
+    eprintln!("skipped: DOCKER_HOST is not set (scripts/test starts a private Docker engine)");
+    false
+}
