@@ -149,40 +149,30 @@ async fn observe_inner(q: &ClusterQuery, now_s: i64) -> Result<ClusterFacts, Str
         let what = what.to_owned();
         move |err: kube::Error| format!("{what}: {err}")
     };
-    let namespace = Api::<Namespace>::all(client.clone())
-        .get_opt(NAMESPACE)
-        .await
-        .map_err(e("namespace"))?
-        .is_some();
-    let statefulset = if namespace {
-        Api::<StatefulSet>::namespaced(client.clone(), NAMESPACE)
-            .get_opt("openshell")
-            .await
-            .map_err(e("statefulset"))?
-            .is_some()
-    } else {
-        false
-    };
+    // The calls are independent: ask them all at once rather than one round trip after another.
     let secrets_api = Api::<Secret>::namespaced(client.clone(), NAMESPACE);
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), NAMESPACE);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client, NAMESPACE);
+    let list = ListParams::default();
+    let (namespace, statefulset, claims, found) = tokio::join!(
+        namespaces.get_opt(NAMESPACE),
+        statefulsets.get_opt("openshell"),
+        claims.list(&list),
+        futures_util::future::join_all(SECRETS.iter().map(|name| secrets_api.get_opt(name))),
+    );
+    let namespace = namespace.map_err(e("namespace"))?.is_some();
+    let statefulset = namespace && statefulset.map_err(e("statefulset"))?.is_some();
     let mut secrets = BTreeMap::new();
-    for name in SECRETS {
-        let s = secrets_api
-            .get_opt(name)
-            .await
-            .map_err(e(&format!("secret {name}")))?;
-        secrets.insert(name.to_owned(), classify(name, s.as_ref(), now_s));
+    for (name, s) in SECRETS.iter().zip(found) {
+        let s = s.map_err(e(&format!("secret {name}")))?;
+        secrets.insert((*name).to_owned(), classify(name, s.as_ref(), now_s));
     }
-    let pvcs = if namespace {
-        Api::<PersistentVolumeClaim>::namespaced(client, NAMESPACE)
-            .list(&ListParams::default())
-            .await
-            .map_err(e("PVCs"))?
-            .items
-            .into_iter()
-            .map(pvc)
-            .collect()
-    } else {
-        Vec::new()
+    let pvcs = match claims {
+        Ok(list) => list.items.into_iter().map(pvc).collect(),
+        // A namespace that does not exist has no claims.
+        Err(_) if !namespace => Vec::new(),
+        Err(err) => return Err(e("PVCs")(err)),
     };
     let cli_bundle = ["ca.crt", "tls.crt", "tls.key"]
         .iter()
