@@ -74,7 +74,8 @@ pub async fn start(
         Err(e) => return StepOutcome::Failed(format!("cannot run `{}`: {e}", t.binary)),
     };
     let pid = child.id();
-    if let Err(e) = write_atomic(&dir.join(PID_FILE), &format!("{pid}\n")) {
+    if let Err(e) = super::files::write_private(&dir.join(PID_FILE), format!("{pid}\n").as_bytes())
+    {
         return StepOutcome::Failed(format!("writing the pid file: {e}"));
     }
     let marker = serde_json::json!({
@@ -87,7 +88,10 @@ pub async fn start(
         "desiredEnvHash": crate::plan::env_map_sha256(&t.managed_env),
         "gatewayBinary": t.binary,
     });
-    let _ = write_atomic(&dir.join("runtime.json"), &format!("{marker:#}\n"));
+    let _ = super::files::write_private(
+        &dir.join("runtime.json"),
+        format!("{marker:#}\n").as_bytes(),
+    );
 
     progress(&format!(
         "pid {pid}; waiting up to {} for port {port} to accept connections",
@@ -129,12 +133,6 @@ pub async fn start(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    fs::write(&tmp, text)?;
-    fs::rename(&tmp, path)
 }
 
 /// The last lines the child wrote to the log during this start.

@@ -13,6 +13,7 @@
 
 pub mod container;
 pub mod driver;
+pub mod files;
 pub mod journal;
 pub mod lock;
 pub mod registry;

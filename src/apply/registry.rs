@@ -10,7 +10,7 @@
 //! file is refused; a file that does not parse is never overwritten.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -230,20 +230,7 @@ pub fn update(
             format!("removed `{name}` from the registry")
         }
     };
-    let tmp = PathBuf::from(format!("{}.tmp.{}", file.display(), std::process::id()));
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
-    {
-        use std::io::Write as _;
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("writing", &tmp))?;
-        f.write_all(text.as_bytes()).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-    }
-    fs::rename(&tmp, file).map_err(io("replacing", file))?;
+    super::files::write_private(file, text.as_bytes()).map_err(io("writing", file))?;
     Ok(what)
 }

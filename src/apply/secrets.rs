@@ -7,8 +7,7 @@
 //! meanwhile: that is stale too, never an overwrite.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::Path;
 
 use k8s_openapi::ByteString;
@@ -277,19 +276,7 @@ pub async fn copy_bundle(dir: &str, home: &Path, q: &ClusterQuery) -> StepOutcom
             return StepOutcome::Stale(format!("`openshell-client-tls` has no `{file}`"));
         };
         let path = dir.join(file);
-        let tmp = dir.join(format!(".{file}.tmp.{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&value.0)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        if let Err(e) = write() {
+        if let Err(e) = super::files::write_private(&path, &value.0) {
             return StepOutcome::Failed(format!("writing {}: {e}", path.display()));
         }
     }

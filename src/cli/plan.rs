@@ -152,25 +152,16 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
 
 /// Writes a saved plan atomically, readable only by its owner.
 fn save(path: &std::path::Path, plan: &crate::plan::Plan) -> Result<(), CliError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let saved = crate::plan::saved::SavedPlan::new(plan.clone());
     let text = serde_json::to_string_pretty(&saved)
         .map_err(|e| CliError::from_error("cannot render the plan", &e))?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        CliError::from_error(format!("cannot write the plan to `{}`", path.display()), &e)
-    })
+    crate::apply::files::write_private(
+        path,
+        format!(
+            "{text}
+"
+        )
+        .as_bytes(),
+    )
+    .map_err(|e| CliError::from_error(format!("cannot write the plan to `{}`", path.display()), &e))
 }
