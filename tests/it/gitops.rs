@@ -530,3 +530,33 @@ fn a_first_ctrl_c_finishes_the_running_step_and_starts_nothing_new() {
         "the journal was written"
     );
 }
+
+#[test]
+fn an_unreadable_journal_holds_back_destructive_steps_in_every_output() {
+    if !crate::support::docker_engine() {
+        return;
+    }
+    let volume = format!("nemoclaw-h{}", std::process::id());
+    let docker = |args: &[&str]| Command::new("docker").args(args).output().unwrap();
+    docker(&["volume", "create", &volume]);
+    let s = Site::new(&format!("destroy:\n  volumes: [{volume}]\n"));
+    // A directory where the journal file should be: it cannot be read.
+    std::fs::create_dir_all(s.dir.path().join("state/nemoclaw/journal.jsonl")).unwrap();
+    for output in ["human", "json", "markdown"] {
+        let out = s.run(&[
+            "plan",
+            "-o",
+            output,
+            "--allow",
+            "destroy",
+            "--detailed-exitcode",
+        ]);
+        assert_eq!(code(&out), 3, "{output}: {}", text(&out));
+        assert!(
+            text(&out).contains("journal cannot be read"),
+            "{output}: {}",
+            text(&out)
+        );
+    }
+    docker(&["volume", "rm", "-f", &volume]);
+}
