@@ -122,7 +122,7 @@ fn execute(
     journal: journal::Journal,
     opts: &crate::observe::ObserveOptions,
 ) -> Result<Exit, CliError> {
-    let mut apply_context = context::apply_context(desired);
+    let mut apply_context = context::apply_context(desired, opts);
     let _ = journal.record(&journal::Event::Start {
         run: journal.run().to_owned(),
         at_ms: crate::observe::now_ms(),

@@ -210,17 +210,17 @@ pub fn state_dir() -> PathBuf {
     home_dir(invoking_uid()).join(".local/state/nemoclaw")
 }
 
-/// What apply needs beyond the plan.
-pub fn apply_context(desired: &Desired) -> crate::apply::ApplyContext {
+/// What apply needs beyond the plan, from the same options the host was observed with.
+pub fn apply_context(desired: &Desired, opts: &ObserveOptions) -> crate::apply::ApplyContext {
     crate::apply::ApplyContext {
-        docker_endpoint: std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()),
+        docker_endpoint: opts.docker.endpoint.clone(),
         gateway_env: match &desired.gateway.runtime {
             Some(GatewayRuntime::DockerDriver { env, .. }) => env.clone(),
             _ => Default::default(),
         },
         journal: None,
-        home: home_dir(invoking_uid()),
-        cluster: observe_options(Some(desired)).cluster,
+        home: opts.home.clone(),
+        cluster: opts.cluster.clone(),
     }
 }
 

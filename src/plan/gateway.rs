@@ -392,12 +392,6 @@ pub fn managed_env(g: &GatewayDesired, state_dir: &str) -> BTreeMap<String, Stri
     .collect()
 }
 
-/// How a file env value is compared without ever holding it in an observation: `sha256:<hex>`.
-#[must_use]
-pub fn env_fingerprint(value: &str) -> String {
-    crate::model::fingerprint(value)
-}
-
 /// SHA-256 of a whole env map, as `KEY=VALUE\n` lines in key order.
 #[must_use]
 pub fn env_map_sha256(env: &BTreeMap<String, String>) -> String {
@@ -588,7 +582,7 @@ fn driver_drift(
         }
     }
     for (k, v) in file_env {
-        if environ.get(k) != Some(&env_fingerprint(v)) {
+        if environ.get(k) != Some(&crate::model::fingerprint(v)) {
             why.push(format!("`{k}` differs from the file"));
         }
     }

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-pub use gateway::{env_fingerprint, env_map_sha256, managed_env};
+pub use gateway::{env_map_sha256, managed_env};
 pub use step::{
     Action, Blocked, ContainerSpec, ContainerTarget, Finding, FindingKind, ForwardTarget,
     HealthWait, ProcessTarget, RegistryFields, RegistryTarget, Risk, SandboxTarget, SecretsTarget,

@@ -362,7 +362,6 @@ pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
         }
         if port_blocked.is_none() {
             forward(
-                desired,
                 observed,
                 sb,
                 port.port,
@@ -566,7 +565,6 @@ fn create_argv(sb: &SandboxDesired, port: u16) -> Vec<String> {
 
 #[allow(clippy::too_many_arguments)]
 fn forward(
-    desired: &Desired,
     observed: &Observed,
     sb: &SandboxDesired,
     port: u16,
@@ -601,7 +599,6 @@ fn forward(
     let cleanup = dead.as_ref().map_or(String::new(), |p| {
         format!(" after removing the dead pid file {p}")
     });
-    let _ = desired;
     b.step(Step {
         id: format!("forward:{addr}"),
         address: addr,
