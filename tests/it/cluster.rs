@@ -197,17 +197,7 @@ impl Env {
     }
 
     fn ids(&self, extra: &[&str]) -> Vec<String> {
-        let mut args = vec!["plan", "-o", "json"];
-        args.extend_from_slice(extra);
-        let out = self.run(&args);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        json["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["id"].as_str().unwrap().to_owned())
-            .collect()
+        crate::support::step_ids(&crate::support::plan_json(self.dir.path(), extra))
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nemoclaw::model::PortRange;
 
-use crate::support::{code, text};
+use crate::support::{code, step_ids, text};
 use crate::support::{nemoclaw_cmd, next_range};
 
 const IMAGE_1: &str = "nemoclaw-test/busybox:1";
@@ -84,16 +84,7 @@ impl Gateway {
     }
 
     fn plan(&self, extra: &[&str]) -> serde_json::Value {
-        let mut args = vec!["plan", "-o", "json"];
-        args.extend_from_slice(extra);
-        let out = self.run(&args);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        crate::support::plan_json(self.dir.path(), extra)
     }
 
     /// A container as OpenShell would have made it, with a file in its volume, left stopped.
@@ -165,15 +156,6 @@ impl Drop for Gateway {
         let _ = docker(&["volume", "rm", "-f", &c, &format!("{c}-old")]);
         let _ = docker(&["network", "rm", &c]);
     }
-}
-
-fn step_ids(plan: &serde_json::Value) -> Vec<String> {
-    plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 // See: NVIDIA/NemoClaw#4187, #4210 — a stopped gateway was treated as missing and its volume,

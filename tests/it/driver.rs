@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nemoclaw::observe::{self, PortState};
 
 use crate::support::text;
-use crate::support::{nemoclaw_cmd, next_range};
+use crate::support::{nemoclaw_cmd, next_range, step_ids};
 
 fn standin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -85,14 +85,7 @@ impl Driver {
     }
 
     fn plan(&self) -> serde_json::Value {
-        let out = self.run(&["plan", "-o", "json"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        crate::support::plan_json(self.dir.path(), &[])
     }
 }
 
@@ -107,15 +100,6 @@ impl Drop for Driver {
 
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
-
-fn step_ids(plan: &serde_json::Value) -> Vec<String> {
-    plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[test]

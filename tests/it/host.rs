@@ -147,14 +147,7 @@ impl Fixture {
     }
 
     fn plan_json(&self) -> serde_json::Value {
-        let out = self.run(&["plan", "-o", "json"]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        crate::support::plan_json(self.path(), &[])
     }
 
     fn desired(&self) -> nemoclaw::model::Desired {

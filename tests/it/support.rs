@@ -428,3 +428,22 @@ pub fn docker_engine() -> bool {
     eprintln!("skipped: DOCKER_HOST is not set (scripts/test starts a private Docker engine)");
     false
 }
+
+/// `nemoclaw plan -o json [extra]` in `dir`, which must succeed; the parsed plan.
+pub fn plan_json(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["plan", "-o", "json"];
+    args.extend_from_slice(extra);
+    let out = nemoclaw_cmd(dir).args(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The ids of a JSON plan's steps, in order.
+pub fn step_ids(plan: &serde_json::Value) -> Vec<String> {
+    plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect()
+}
