@@ -37,7 +37,11 @@ pub const PID_FILE: &str = "openshell-gateway.pid";
 
 /// Observes the gateway, given the listeners already read.
 #[must_use]
-pub fn observe(q: &DriverQuery, listeners: &Observation<Vec<Listener>>) -> DriverFacts {
+pub fn observe(
+    q: &DriverQuery,
+    listeners: &Observation<Vec<Listener>>,
+    processes: &BTreeMap<u32, ProcessInfo>,
+) -> DriverFacts {
     let pid_path = q.state_dir.join(PID_FILE);
     let pid_file = match std::fs::read_to_string(&pid_path) {
         Ok(text) => match text.trim().parse::<u32>() {
@@ -102,9 +106,10 @@ pub fn observe(q: &DriverQuery, listeners: &Observation<Vec<Listener>>) -> Drive
             .iter()
             .filter(|l| l.port == q.port)
             .find_map(|l| match &l.holders {
+                // The listener scan already read its holders.
                 Holders::Known { pids } => pids
                     .iter()
-                    .filter_map(|p| procfs::read_process(*p))
+                    .filter_map(|p| processes.get(p).cloned())
                     .find(is_gateway),
                 Holders::Unknown { .. } => None,
             })

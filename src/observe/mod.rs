@@ -95,10 +95,12 @@ pub fn scan_listeners(ports: &[PortRange]) -> ListenerScan {
     for s in raw {
         let holders = match scan.holders.get(&s.inode) {
             Some(pids) => {
+                // A process holding several sockets (IPv4 and IPv6, several ports) is read once.
                 for pid in pids {
-                    if let Some(info) = procfs::read_process(*pid) {
-                        processes.insert(*pid, info);
-                    }
+                    if !processes.contains_key(pid)
+                        && let Some(info) = procfs::read_process(*pid) {
+                            processes.insert(*pid, info);
+                        }
                 }
                 Holders::Known { pids: pids.clone() }
             }
@@ -179,7 +181,7 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
     let gateway_process = opts
         .driver
         .as_ref()
-        .map(|q| driver::observe(q, &scan.listeners));
+        .map(|q| driver::observe(q, &scan.listeners, &scan.processes));
     let openshell = match opts.cli.clone() {
         Some(mut q) => {
             // Registered sandboxes missing from `sandbox list` are looked up one by one.
