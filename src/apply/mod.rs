@@ -232,6 +232,9 @@ async fn run_step(
             sandbox::register(r, &context.home)
         }
         (Action::Forward, Target::Forward(f)) => sandbox::forward(f, progress).await,
+        (Action::Register | Action::Select, Target::CliGateway(g)) => {
+            sandbox::cli_gateway(g, progress).await
+        }
         (Action::Create | Action::Replace, Target::Secrets(t)) => match &context.cluster {
             Some(q) => secrets::write(t, q, progress).await,
             None => StepOutcome::Failed("no way to reach the cluster was configured".to_owned()),

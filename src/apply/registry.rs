@@ -198,15 +198,12 @@ pub fn update(
                 e.insert("name".into(), Value::from(name));
                 e.insert("dashboardPort".into(), Value::from(f.dashboard_port));
                 e.insert("agent".into(), Value::from(f.agent.clone()));
-                e.insert("policies".into(), Value::from(f.policies.clone()));
-                for (k, v) in [
-                    ("provider", &f.provider),
-                    ("model", &f.model),
-                    ("gatewayName", &f.gateway_name),
-                ] {
-                    if let Some(v) = v {
-                        e.insert(k.into(), Value::from(v.clone()));
-                    }
+                // NemoClaw records the presets it merged; the engine has none of its own, so an
+                // existing list is kept and a new entry gets an empty one.
+                e.entry("policies")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Some(v) = &f.gateway_name {
+                    e.insert("gatewayName".into(), Value::from(v.clone()));
                 }
                 if let Some(p) = f.gateway_port {
                     e.insert("gatewayPort".into(), Value::from(p));

@@ -38,6 +38,19 @@ pub fn home_dir(invoking: u32) -> PathBuf {
         .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
 }
 
+/// The invoking user's configuration directory, where OpenShell keeps its gateways and forward
+/// pid files: `$XDG_CONFIG_HOME` (OpenShell's `xdg_config_dir`), else `~/.config`. Under sudo the
+/// variable is root's, so the invoking user's `~/.config` is used.
+pub fn config_home(invoking: u32, home: &Path) -> PathBuf {
+    if invoking == nix::unistd::getuid().as_raw()
+        && let Some(dir) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty())
+        && Path::new(&dir).is_absolute()
+    {
+        return PathBuf::from(dir);
+    }
+    home.join(".config")
+}
+
 /// The host lock file for apply.
 pub fn lock_path() -> PathBuf {
     if let Some(p) = std::env::var_os("NEMOCLAW_LOCK_FILE").filter(|p| !p.is_empty()) {
@@ -54,6 +67,7 @@ pub fn lock_path() -> PathBuf {
 pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
     let uid = invoking_uid();
     let home = home_dir(uid);
+    let config = config_home(uid, &home);
     let (range, gateway) = desired.map_or((PortRange::DASHBOARD_DEFAULT, 8080), |d| {
         (d.dashboard, d.gateway.port)
     });
@@ -82,7 +96,7 @@ pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
                     }),
                     container: cluster.clone(),
                     docker_endpoint: docker.endpoint.clone(),
-                    mtls_dir: mtls_dir(&home, &d.gateway.name),
+                    mtls_dir: mtls_dir(&config, &d.gateway.name),
                     timeout: Duration::from_secs(5),
                 });
                 docker.containers.push(cluster.clone());
@@ -128,6 +142,7 @@ pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
         cluster: cluster_query,
         cli,
         invoking_uid: uid,
+        config_home: config,
         home,
         ports: vec![
             range,
@@ -143,11 +158,9 @@ pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
     }
 }
 
-/// The CLI's copy of a gateway's client bundle: `~/.config/openshell/gateways/<gw>/mtls`.
-pub fn mtls_dir(home: &Path, gateway: &str) -> PathBuf {
-    home.join(".config/openshell/gateways")
-        .join(gateway)
-        .join("mtls")
+/// The CLI's copy of a gateway's client bundle: `<config>/openshell/gateways/<gw>/mtls`.
+pub fn mtls_dir(config: &Path, gateway: &str) -> PathBuf {
+    config.join("openshell/gateways").join(gateway).join("mtls")
 }
 
 /// `NEMOCLAW_OPENSHELL_BIN`, else `openshell` on `PATH`.
@@ -231,7 +244,7 @@ pub fn load_desired(path: &Path, color: bool) -> Result<Desired, CliError> {
         CliError::from_error(format!("cannot read the desired-state file `{shown}`"), &e)
             .hint("pass the file with `-f FILE`; `examples/` has a starting point")
     })?;
-    spec::load(&shown, &text).map_err(|diags| {
+    let mut desired = spec::load(&shown, &text).map_err(|diags| {
         for d in &diags {
             super::ui::eprint(&d.render(&shown, &text, color));
         }
@@ -240,7 +253,40 @@ pub fn load_desired(path: &Path, color: bool) -> Result<Desired, CliError> {
             "`{shown}` is invalid ({n} problem{}); nothing was observed or changed",
             if n == 1 { "" } else { "s" }
         ))
-    })
+    })?;
+    resolve_files(&mut desired, &shown)?;
+    Ok(desired)
+}
+
+/// Makes the file's paths absolute (the CLI runs them from wherever apply runs) and reads each
+/// policy file's SHA-256, so the plan shows what will be applied and apply can refuse a file that
+/// changed since.
+fn resolve_files(desired: &mut Desired, shown: &str) -> Result<(), CliError> {
+    for (i, sb) in desired.sandboxes.iter_mut().enumerate() {
+        if spec::semantic::is_path(&sb.create.from) {
+            sb.create.from = absolute(&sb.create.from);
+        }
+        if let Some(p) = sb.create.policy.as_mut() {
+            p.path = absolute(&p.path);
+            let bytes = crate::observe::files::read_regular(Path::new(&p.path), 1 << 20)
+                .map_err(|e| {
+                    CliError::from_error(
+                        format!(
+                            "`{shown}`: `sandboxes[{i}].policy` of sandbox `{}` names `{}`, which cannot be read",
+                            sb.name, p.path
+                        ),
+                        &e,
+                    )
+                    .hint("the path is relative to the desired-state file; it must be a regular file (no symlink) of at most 1 MiB")
+                })?;
+            p.sha256 = Some(crate::model::fingerprint_bytes(&bytes));
+        }
+    }
+    Ok(())
+}
+
+fn absolute(path: &str) -> String {
+    std::path::absolute(path).map_or_else(|_| path.to_owned(), |p| p.display().to_string())
 }
 
 /// Reads a saved observation (`nemoclaw observe -o json|yaml`).

@@ -29,6 +29,7 @@ pub fn run(_args: &Args) -> Result<Exit, CliError> {
         .collect();
     let opts = crate::observe::ObserveOptions {
         invoking_uid: uid,
+        config_home: context::config_home(uid, &home),
         home: home.clone(),
         ports: vec![
             PortRange::DASHBOARD_DEFAULT,

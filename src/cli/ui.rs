@@ -90,6 +90,7 @@ fn verb(step: &Step) -> &'static str {
         crate::plan::Action::Forward => "Forwarding",
         crate::plan::Action::Write => "Writing",
         crate::plan::Action::FreePort => "Freeing",
+        crate::plan::Action::Select => "Selecting",
         crate::plan::Action::Observe => "Observing",
     }
 }

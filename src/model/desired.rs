@@ -128,24 +128,29 @@ pub struct SandboxDesired {
 /// How a sandbox is created, resolved from the file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxCreate {
-    /// Agent.
+    /// Agent (recorded in the registry).
     pub agent: String,
-    /// OpenShell provider name.
-    pub provider: Option<String>,
-    /// Model.
-    pub model: Option<String>,
-    /// Endpoint URL.
-    pub endpoint_url: Option<String>,
-    /// Name of the credential's environment variable.
-    pub credential_env: Option<String>,
-    /// Policy presets (the tier's, then the extra ones), deduplicated in order.
-    pub presets: Vec<String>,
+    /// `--from`: a Dockerfile or build directory (a path, resolved against the file's
+    /// directory) or an image reference, as written.
+    pub from: String,
+    /// `--policy FILE`, if any.
+    pub policy: Option<PolicyFile>,
     /// `auto`, `on` or `off`.
     pub gpu: String,
-    /// CPU limit.
+    /// CPU limit (`--cpu`), validated to the CLI's syntax.
     pub cpu: Option<String>,
-    /// Memory limit.
+    /// Memory limit (`--memory`), validated to the CLI's syntax.
     pub memory: Option<String>,
+}
+
+/// A sandbox policy file and the SHA-256 of its content when the file was loaded (the plan shows
+/// it; apply refuses the create if the file changed since).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyFile {
+    /// Path, resolved against the desired file's directory.
+    pub path: String,
+    /// `sha256:<hex>` of the content; `None` until the CLI has read the file.
+    pub sha256: Option<String>,
 }
 
 /// Stale-listener cleanup settings, defaults applied.

@@ -7,15 +7,15 @@ pub mod desired;
 pub mod observed;
 
 pub use desired::{
-    Cleanup, Desired, DesiredSource, GatewayDesired, GatewayRuntime, Millis, PortRange,
+    Cleanup, Desired, DesiredSource, GatewayDesired, GatewayRuntime, Millis, PolicyFile, PortRange,
     SandboxCreate, SandboxDesired,
 };
 pub use observed::{
     CertFacts, CliFacts, CliStatus, ClusterFacts, ContainerFacts, DockerFacts, DriverFacts,
-    DriverProcess, ForwardContent, ForwardPidFile, ForwardRow, Health, Holders, HostFacts,
-    ImageFacts, Listener, Lookup, MountFacts, NetworkFacts, OBSERVED_FORMAT_VERSION, Observation,
-    Observed, ProcessInfo, PublishedPort, PvcFacts, Registry, RegistryEntry, RuntimeMarker,
-    SandboxContainer, SandboxRow, SecretFacts, VolumeFacts,
+    DriverProcess, ForwardContent, ForwardPidFile, ForwardRow, GatewayRegistration, Health,
+    Holders, HostFacts, ImageFacts, Listener, Lookup, MountFacts, NetworkFacts,
+    OBSERVED_FORMAT_VERSION, Observation, Observed, ProcessInfo, PublishedPort, PvcFacts, Registry,
+    RegistryEntry, RuntimeMarker, SandboxContainer, SandboxRow, SecretFacts, VolumeFacts,
 };
 
 /// Returns the lowercase hex SHA-256 of `bytes`.
@@ -35,4 +35,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[must_use]
 pub fn fingerprint(value: &str) -> String {
     format!("sha256:{}", sha256_hex(value.as_bytes()))
+}
+
+/// `sha256:<hex>` of file content.
+#[must_use]
+pub fn fingerprint_bytes(bytes: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(bytes))
 }

@@ -94,14 +94,33 @@ pub struct CliFacts {
     pub installed: bool,
     /// The binary.
     pub binary: Option<String>,
+    /// `openshell --version`: `0.0.72`.
+    #[serde(default = "not_observed")]
+    pub version: Observation<String>,
+    /// The long flags `openshell sandbox create --help` lists (`from`, `policy`, `gpu`, `cpu`,
+    /// …): what this CLI accepts, observed rather than guessed from its version.
+    #[serde(default = "not_observed")]
+    pub create_flags: Observation<Vec<String>>,
+    /// Whether `openshell sandbox list --help` lists `--output` (machine-readable JSON).
+    #[serde(default)]
+    pub list_json: bool,
     /// `openshell status`: the active gateway and whether it is connected.
     pub status: Observation<CliStatus>,
-    /// `openshell sandbox list`.
+    /// `openshell sandbox list` (`-o json` where the CLI has it).
     pub sandboxes: Observation<Vec<SandboxRow>>,
     /// `openshell sandbox get <name>` for registered sandboxes missing from the list.
     pub lookups: BTreeMap<String, Lookup>,
     /// `openshell forward list`.
     pub forwards: Observation<Vec<ForwardRow>>,
+    /// `openshell gateway list`: the gateways the CLI knows by name.
+    #[serde(default = "not_observed")]
+    pub gateways: Observation<Vec<GatewayRegistration>>,
+}
+
+fn not_observed<T>() -> Observation<T> {
+    Observation::Unknown {
+        reason: "not observed (a snapshot from an older engine)".to_owned(),
+    }
 }
 
 /// `openshell status`.
@@ -109,8 +128,32 @@ pub struct CliFacts {
 pub struct CliStatus {
     /// The active gateway's name.
     pub gateway: Option<String>,
-    /// Whether it reports `Connected`.
+    /// Its endpoint (`Server:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Whether it reports `Connected` (and the command exited 0).
     pub connected: bool,
+    /// Whether any gateway is configured (`Status: No gateway configured.` says not).
+    #[serde(default = "yes")]
+    pub configured: bool,
+    /// Why it is not connected: the CLI's error, as one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One gateway the CLI has registered (`openshell gateway list`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRegistration {
+    /// Its name.
+    pub name: String,
+    /// Its endpoint URL.
+    pub endpoint: String,
+    /// Whether it is the active (selected) gateway.
+    pub active: bool,
 }
 
 /// One row of `openshell sandbox list`.
@@ -120,6 +163,10 @@ pub struct SandboxRow {
     pub name: String,
     /// Phase (`Ready`, `Provisioning`, `Error`, ...).
     pub phase: String,
+    /// Its id, where the CLI prints one (`sandbox list -o json`): what a forward's
+    /// `ProxyCommand` names it by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// The result of `openshell sandbox get <name>`.
@@ -301,6 +348,9 @@ pub struct HostFacts {
     pub observed_at_ms: u64,
     /// How listeners were read: `netlink` (sock_diag) or `proc-net` (`/proc/net/tcp{,6}`).
     pub listener_source: String,
+    /// NVIDIA GPU device nodes (`/dev/nvidia0`, …): what `gpu: auto` decides on.
+    #[serde(default = "not_observed")]
+    pub nvidia_gpus: Observation<Vec<String>>,
 }
 
 /// A tri-state observation: known, or unknown with the reason.

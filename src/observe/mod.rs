@@ -7,7 +7,9 @@
 pub mod cluster;
 pub mod docker;
 pub mod driver;
+pub mod files;
 pub mod forwards;
+pub mod gpus;
 pub mod health;
 pub mod openshell;
 pub mod procfs;
@@ -30,8 +32,11 @@ use crate::model::{
 pub struct ObserveOptions {
     /// The user the engine acts for.
     pub invoking_uid: u32,
-    /// Home directory of that user (registry and forward files live below it).
+    /// Home directory of that user (the registry lives below it).
     pub home: PathBuf,
+    /// That user's configuration directory (`$XDG_CONFIG_HOME`, else `~/.config`): OpenShell's
+    /// forward pid files and gateway metadata live below it.
+    pub config_home: PathBuf,
     /// Ports whose listeners to resolve.
     pub ports: Vec<PortRange>,
     /// Time limit for each observer.
@@ -55,10 +60,10 @@ impl ObserveOptions {
         self.home.join(".nemoclaw").join("sandboxes.json")
     }
 
-    /// `$HOME/.config/openshell/forwards`.
+    /// `<config_home>/openshell/forwards`.
     #[must_use]
     pub fn forwards_dir(&self) -> PathBuf {
-        self.home.join(".config").join("openshell").join("forwards")
+        self.config_home.join("openshell").join("forwards")
     }
 }
 
@@ -211,6 +216,7 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
             engine_ancestors: procfs::ancestors(engine_pid),
             listener_source: scan.source.to_owned(),
             observed_at_ms: now_ms(),
+            nvidia_gpus: gpus::nvidia(std::path::Path::new("/dev")),
         },
         scanned_ports: opts.ports.clone(),
         listeners: scan.listeners,

@@ -24,8 +24,9 @@ pub fn read_process(pid: u32) -> Option<ProcessInfo> {
     let cmdline = raw
         .split(|b| *b == 0)
         .filter(|part| !part.is_empty())
-        .map(|part| String::from_utf8_lossy(part).into_owned())
+        .map(|part| redact_arg(&String::from_utf8_lossy(part)))
         .collect();
+    let cmdline = redact_argv(cmdline);
     Some(ProcessInfo {
         pid,
         start_time,
@@ -33,6 +34,60 @@ pub fn read_process(pid: u32) -> Option<ProcessInfo> {
         user: user_name(uid),
         cmdline,
     })
+}
+
+/// Flags whose value is a credential: OpenShell's forward carries a session `--token` inside its
+/// `ssh -o ProxyCommand=…` argument, and OpenClaw's wrapper a gateway `--token`.
+const SECRET_FLAGS: [&str; 3] = ["--token", "--password", "--api-key"];
+
+/// What the engine keeps of one command-line argument: a credential that follows one of
+/// [`SECRET_FLAGS`] (as `--token X`, `--token=X`, or inside a longer argument) becomes
+/// `<redacted>`. Observe and apply both see command lines through this, so a stop's identity
+/// check compares like with like, and no observation, plan or journal holds the secret.
+#[must_use]
+pub fn redact_arg(arg: &str) -> String {
+    let words: Vec<&str> = arg.split(' ').collect();
+    let mut out: Vec<String> = Vec::with_capacity(words.len());
+    let mut hide_next = false;
+    for w in words {
+        if hide_next && !w.is_empty() {
+            out.push("<redacted>".to_owned());
+            hide_next = false;
+            continue;
+        }
+        match SECRET_FLAGS
+            .iter()
+            .find(|f| w.ends_with(*f) || w.contains(&format!("{f}=")))
+        {
+            Some(f) if w.ends_with(f) => {
+                hide_next = true;
+                out.push(w.to_owned());
+            }
+            Some(f) => {
+                let at = w.find(&format!("{f}=")).unwrap_or(0) + f.len() + 1;
+                out.push(format!("{}<redacted>", &w[..at]));
+            }
+            None => out.push(w.to_owned()),
+        }
+    }
+    out.join(" ")
+}
+
+/// Redacts a whole argv: a flag whose value is the next argument hides that argument.
+#[must_use]
+pub fn redact_argv(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut hide_next = false;
+    for a in args {
+        if hide_next {
+            out.push("<redacted>".to_owned());
+            hide_next = false;
+            continue;
+        }
+        hide_next = SECRET_FLAGS.contains(&a.as_str());
+        out.push(a);
+    }
+    out
 }
 
 /// Returns field 22 (start time) of `/proc/<pid>/stat`. The command name (field 2) may hold
@@ -165,6 +220,27 @@ fn scan_fds(pid: u32, inodes: &BTreeSet<u64>, scan: &mut HolderScan) {
 
 #[cfg(test)]
 mod tests {
+    use super::{redact_arg, redact_argv};
+
+    #[test]
+    fn credentials_in_command_lines_are_redacted() {
+        assert_eq!(
+            redact_arg(
+                "ProxyCommand=/bin/openshell ssh-proxy --sandbox-id x --token abc.def --gateway-name g"
+            ),
+            "ProxyCommand=/bin/openshell ssh-proxy --sandbox-id x --token <redacted> --gateway-name g"
+        );
+        assert_eq!(redact_arg("--token=s3cret"), "--token=<redacted>");
+        let v: Vec<String> = ["openclaw", "gateway", "--token", "s3cret", "--port", "1"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        assert_eq!(
+            redact_argv(v).join(" "),
+            "openclaw gateway --token <redacted> --port 1"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Builder;
+use super::forward_process::{ForwardProcess, forward_process};
 use super::step::{Action, Blocked, FindingKind, Risk, Step, StopProcess, Target};
 use crate::model::{Desired, Holders, Listener, Observation, Observed, ProcessInfo, Registry};
 
@@ -23,6 +24,7 @@ enum Keep {
     Protected(u16),
     DeclaredForward { pid: u32, sandbox: String },
     RegisteredSandbox { sandbox: String, port: u16 },
+    UnattributedForward { pid: u32, sandbox_id: String },
     CleanupDisabled,
 }
 
@@ -216,28 +218,44 @@ fn plan_group(b: &mut Builder, cx: &Context<'_>, group: &Group) {
             keep.push(Keep::Foreign { pid });
         }
         let command = info.command();
-        if !desired
-            .cleanup
-            .markers
-            .iter()
-            .any(|m| command.contains(m.as_str()))
+        let forward = forward_process(&info.cmdline);
+        if forward.is_none()
+            && !desired
+                .cleanup
+                .markers
+                .iter()
+                .any(|m| command.contains(m.as_str()))
         {
             keep.push(Keep::CmdlineMismatch { pid });
         }
+        let named = attributed(cx, pid, forward.as_ref());
+        if let Some(f) = &forward
+            && named.is_empty()
+            && cx.forwards.as_ref().is_ok_and(|fw| !fw.contains_key(&pid))
+            && !orphaned(cx, f)
+        {
+            keep.push(Keep::UnattributedForward {
+                pid,
+                sandbox_id: f.sandbox_id.clone().unwrap_or_default(),
+            });
+        }
         if let Ok(forwards) = &cx.forwards {
-            for (sandbox, port) in forwards.get(&pid).into_iter().flatten() {
+            for (sandbox, port) in forwards
+                .get(&pid)
+                .into_iter()
+                .flatten()
+                .copied()
+                .chain(named)
+            {
                 if desired.declares(sandbox) {
                     keep.push(Keep::DeclaredForward {
                         pid,
-                        sandbox: (*sandbox).to_owned(),
+                        sandbox: sandbox.to_owned(),
                     });
-                } else if cx
-                    .registry
-                    .is_ok_and(|r| r.sandboxes.contains_key(*sandbox))
-                {
+                } else if cx.registry.is_ok_and(|r| r.sandboxes.contains_key(sandbox)) {
                     keep.push(Keep::RegisteredSandbox {
-                        sandbox: (*sandbox).to_owned(),
-                        port: *port,
+                        sandbox: sandbox.to_owned(),
+                        port,
                     });
                 }
             }
@@ -297,21 +315,20 @@ fn plan_group(b: &mut Builder, cx: &Context<'_>, group: &Group) {
     }
 
     // Stale. Every process of the group is stopped; the last one waits for the ports.
-    let marker = procs
-        .iter()
-        .flatten()
-        .find_map(|p| {
-            desired
-                .cleanup
-                .markers
-                .iter()
-                .find(|m| p.command().contains(m.as_str()))
-        })
-        .map_or("", String::as_str);
+    let marker = procs.iter().flatten().find_map(|p| {
+        desired
+            .cleanup
+            .markers
+            .iter()
+            .find(|m| p.command().contains(m.as_str()))
+    });
+    let evidence = match marker {
+        Some(m) => format!("its command line contains the marker `{m}`"),
+        None => "it is an OpenShell dashboard forward (`ssh … ssh-proxy … -N -L`)".to_owned(),
+    };
     let ports_text = join_ports(&group.ports);
-    let facts = format!(
-        "{who} is yours and its command line contains the marker `{marker}`; no declared or registered sandbox accounts for it"
-    );
+    let facts =
+        format!("{who} is yours and {evidence}; no declared or registered sandbox accounts for it");
     let reason = if needed.is_empty() {
         format!("stale listener on {ports_text}: {facts}")
     } else {
@@ -373,6 +390,66 @@ fn plan_group(b: &mut Builder, cx: &Context<'_>, group: &Group) {
     }
 }
 
+/// The sandboxes a forward process serves, by what else names it: `openshell forward list`
+/// rows with its pid, and pid files whose sandbox id is the one in its `ProxyCommand`.
+fn attributed<'a>(
+    cx: &Context<'a>,
+    pid: u32,
+    forward: Option<&ForwardProcess>,
+) -> Vec<(&'a str, u16)> {
+    let mut out: Vec<(&'a str, u16)> = cx
+        .observed
+        .openshell
+        .as_ref()
+        .and_then(|c| c.forwards.known())
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| r.pid == Some(pid))
+                .map(|r| (r.sandbox.as_str(), r.port))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let (Some(f), Some(rows)) = (
+        forward,
+        cx.observed
+            .openshell
+            .as_ref()
+            .and_then(|c| c.sandboxes.known()),
+    ) {
+        for r in rows {
+            if r.id.is_some() && r.id == f.sandbox_id {
+                out.extend(f.ports.iter().map(|p| (r.name.as_str(), *p)));
+            }
+        }
+    }
+    if let (Some(f), Some(files)) = (forward, cx.observed.forwards.known()) {
+        for file in files {
+            let same_id = file.content.known().is_some_and(|c| {
+                !c.sandbox_id.is_empty() && f.sandbox_id.as_deref() == Some(c.sandbox_id.as_str())
+            });
+            if same_id && f.ports.contains(&file.port) {
+                out.push((file.sandbox.as_str(), file.port));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a forward's sandbox is provably gone: the CLI's sandbox list is known, carries ids,
+/// and none of them is the forward's.
+fn orphaned(cx: &Context<'_>, f: &ForwardProcess) -> bool {
+    let Some(id) = f.sandbox_id.as_deref() else {
+        return false;
+    };
+    cx.observed
+        .openshell
+        .as_ref()
+        .and_then(|c| c.sandboxes.known())
+        .is_some_and(|rows| {
+            rows.iter().all(|r| r.id.is_some()) && !rows.iter().any(|r| r.id.as_deref() == Some(id))
+        })
+}
+
 fn blocked_observation(b: &mut Builder, cx: &Context<'_>, why: &str) {
     let range = cx.desired.dashboard;
     b.finding(
@@ -432,6 +509,7 @@ fn explain_keep(keep: &[Keep], cx: &Context<'_>) -> (FindingKind, String) {
         Keep::Protected(_) => FindingKind::ProtectedPort,
         Keep::DeclaredForward { .. } => FindingKind::DeclaredForward,
         Keep::RegisteredSandbox { .. } => FindingKind::RegisteredSandbox,
+        Keep::UnattributedForward { .. } => FindingKind::DeclaredForward,
         Keep::CleanupDisabled => FindingKind::CleanupDisabled,
     };
     let parts: Vec<String> = keep
@@ -448,6 +526,9 @@ fn explain_keep(keep: &[Keep], cx: &Context<'_>) -> (FindingKind, String) {
             Keep::DeclaredForward { sandbox, .. } => format!("it is the live dashboard forward of declared sandbox `{sandbox}`"),
             Keep::RegisteredSandbox { sandbox, port } => format!(
                 "port {port} belongs to sandbox `{sandbox}`, which is registered in the sandbox registry but not declared in the file; declare it, or remove it with NemoClaw"
+            ),
+            Keep::UnattributedForward { pid, sandbox_id } => format!(
+                "pid {pid} is an OpenShell dashboard forward of sandbox id `{sandbox_id}`, which no pid file names and `openshell sandbox list` does not show to be gone, so it may be a live sandbox's"
             ),
             Keep::CleanupDisabled => "`cleanup.staleListeners` is false".to_owned(),
         })

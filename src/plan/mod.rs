@@ -4,8 +4,11 @@
 //! plan can be reviewed, snapshotted, and re-checked. Every decision is made here; `apply` only
 //! carries out what a step says.
 
+pub mod cli_gateway;
+pub mod forward_process;
 pub mod gateway;
 mod listeners;
+pub mod openshell;
 pub mod recovery;
 pub mod render;
 pub mod sandboxes;
@@ -19,9 +22,9 @@ use serde::{Deserialize, Serialize};
 
 pub use gateway::{env_map_sha256, managed_env};
 pub use step::{
-    Action, Blocked, ContainerSpec, ContainerTarget, Finding, FindingKind, ForwardTarget,
-    HealthWait, ProcessTarget, RegistryFields, RegistryTarget, Risk, SandboxTarget, SecretsTarget,
-    Step, StopProcess, Target,
+    Action, Blocked, CliGatewayTarget, ContainerSpec, ContainerTarget, Finding, FindingKind,
+    ForwardTarget, HealthWait, ProcessTarget, RegistryFields, RegistryTarget, Risk, SandboxTarget,
+    SecretsTarget, Step, StopProcess, Target,
 };
 
 use crate::model::{Desired, DesiredSource, Observed};
@@ -93,8 +96,9 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Pl
     let mut b = Builder::default();
     listeners::plan(desired, observed, &mut b);
     gateway::plan(desired, observed, &mut b);
-    sandboxes::plan(desired, observed, &mut b);
     secrets::plan(desired, observed, &mut b);
+    cli_gateway::plan(desired, observed, &mut b);
+    sandboxes::plan(desired, observed, &mut b);
     b.finish(desired, options)
 }
 
@@ -253,6 +257,7 @@ fn first_port(target: &Target) -> u16 {
         | Target::Registry(_)
         | Target::Secrets(_)
         | Target::CliBundle { .. }
+        | Target::CliGateway(_)
         | Target::StatefulSet { .. } => 0,
     }
 }

@@ -79,6 +79,8 @@ pub enum Action {
     /// Free a port a declared sandbox needs. Only ever planned blocked: the holder is not the
     /// engine's to stop, so a person must act.
     FreePort,
+    /// Make a registered gateway the CLI's active one (`openshell gateway select`).
+    Select,
     /// Observe again what could not be observed. Only ever planned blocked.
     Observe,
 }
@@ -99,6 +101,7 @@ impl Action {
             Self::Forward => "forward",
             Self::Write => "write",
             Self::FreePort => "free-port",
+            Self::Select => "select",
             Self::Observe => "observe",
         }
     }
@@ -169,6 +172,8 @@ pub enum Target {
     Registry(RegistryTarget),
     /// A dashboard forward.
     Forward(ForwardTarget),
+    /// The CLI's registration of the gateway (`openshell gateway add` / `select`).
+    CliGateway(CliGatewayTarget),
     /// Bootstrap secrets in namespace `openshell`.
     Secrets(SecretsTarget),
     /// The CLI's copy of the client bundle.
@@ -196,6 +201,19 @@ pub struct SecretsTarget {
     pub server_sans: Vec<String>,
 }
 
+/// `openshell gateway add` or `openshell gateway select` for the file's gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CliGatewayTarget {
+    /// The gateway's name.
+    pub name: String,
+    /// Its endpoint.
+    pub endpoint: String,
+    /// The `openshell` binary.
+    pub cli: String,
+    /// Arguments after the binary.
+    pub argv: Vec<String>,
+}
+
 /// A sandbox step through the `openshell` CLI: the exact command, decided at plan time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxTarget {
@@ -211,6 +229,13 @@ pub struct SandboxTarget {
     pub argv: Vec<String>,
     /// How long to wait for `Phase: Ready` after a create.
     pub ready_timeout: Millis,
+    /// Whether `sandbox list -o json` is how Ready is polled (else the table).
+    #[serde(default)]
+    pub list_json: bool,
+    /// The policy file a create passes, with the SHA-256 the plan was made with: apply refuses
+    /// the create if the file changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::model::PolicyFile>,
     /// The registry change made once the command succeeded (and, for a create, the sandbox is
     /// Ready).
     pub registry: RegistryTarget,
@@ -234,12 +259,6 @@ pub struct RegistryFields {
     pub dashboard_port: u16,
     /// `agent`.
     pub agent: String,
-    /// `provider`.
-    pub provider: Option<String>,
-    /// `model`.
-    pub model: Option<String>,
-    /// `policies`.
-    pub policies: Vec<String>,
     /// `gatewayName`.
     pub gateway_name: Option<String>,
     /// `gatewayPort`.
@@ -422,6 +441,10 @@ pub enum FindingKind {
     ClusterBootstrapping,
     /// A PVC that belongs to no declared sandbox.
     OrphanedWorkspace,
+    /// A live sandbox's dashboard port differs from the file's: it is baked in at create.
+    SandboxPortBaked,
+    /// The CLI has the gateway's name registered for another endpoint.
+    CliGatewayMismatch,
 }
 
 impl FindingKind {
@@ -451,6 +474,8 @@ impl FindingKind {
             Self::ClusterUnknown => "cluster-unknown",
             Self::ClusterBootstrapping => "cluster-bootstrapping",
             Self::OrphanedWorkspace => "orphaned-workspace",
+            Self::SandboxPortBaked => "sandbox-port-baked",
+            Self::CliGatewayMismatch => "cli-gateway-mismatch",
         }
     }
 }

@@ -151,9 +151,13 @@ fn check_map(
                 } else {
                     format!("in `{path}`")
                 };
-                let hint = match closest(&key.name, names.iter().copied()) {
-                    Some(c) => format!("did you mean `{c}`?"),
-                    None => "`nemoclaw schema` prints every accepted key".to_owned(),
+                let hint = match (
+                    retired_key(&key.name),
+                    closest(&key.name, names.iter().copied()),
+                ) {
+                    (Some(why), _) => why.to_owned(),
+                    (None, Some(c)) => format!("did you mean `{c}`?"),
+                    (None, None) => "`nemoclaw schema` prints every accepted key".to_owned(),
                 };
                 out.push(
                     Diagnostic::error(
@@ -291,6 +295,19 @@ fn example_value(schema: &J) -> String {
         }
     }
     expected_text(schema)
+}
+
+/// Keys earlier versions of the file accepted, and what to do instead.
+fn retired_key(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "inference" => {
+            "the engine does not manage inference providers: `openshell sandbox create --provider` needs a provider the gateway already has, so configure inference with NemoClaw (`nemoclaw onboard`) or `openshell provider create` and `openshell inference set`, and remove `inference` here"
+        }
+        "tier" | "presets" => {
+            "`policy` is now the path of one policy YAML file (`openshell sandbox create --policy FILE` takes exactly one); merge the presets into that file"
+        }
+        _ => return None,
+    })
 }
 
 fn description_hint(schema: &J) -> String {

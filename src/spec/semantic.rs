@@ -1,12 +1,13 @@
 //! Checks that need more than the schema: port rules, uniqueness, names, durations.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use super::diagnostic::{Diagnostic, DocPath};
 use super::types::{BindAddress, RESERVED_GATEWAY_PORTS, RuntimeSpec, Spec};
 use super::yaml::Node;
 use crate::model::{
-    Cleanup, Desired, DesiredSource, GatewayDesired, GatewayRuntime, Millis, PortRange,
+    Cleanup, Desired, DesiredSource, GatewayDesired, GatewayRuntime, Millis, PolicyFile, PortRange,
     SandboxCreate, SandboxDesired,
 };
 
@@ -40,6 +41,11 @@ pub fn resolve(
         diags.push(d);
     };
 
+    // Paths in the file are relative to the file's own directory.
+    let base = Path::new(&source.path)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let range = match PortRange::parse(&spec.dashboard.port_range) {
         Ok(r) if r.start < 1024 => {
             err(
@@ -106,6 +112,24 @@ pub fn resolve(
                 &format!("it is first declared at `sandboxes[{first}]`; remove or rename one"),
             );
             names.insert(&sb.name, first);
+        }
+        if let Some(r) = &sb.resources {
+            if let Some(problem) = r.cpu.as_deref().and_then(cpu_problem) {
+                err(
+                    &format!("{at}.resources.cpu"),
+                    format!("`{at}.resources.cpu` is not a CPU limit: {problem}"),
+                    "cores or millicores, for example `2`, `0.5` or `500m`",
+                    "OpenShell's CLI rejects anything else (`invalid --cpu value`)",
+                );
+            }
+            if let Some(problem) = r.memory.as_deref().and_then(memory_problem) {
+                err(
+                    &format!("{at}.resources.memory"),
+                    format!("`{at}.resources.memory` is not a memory limit: {problem}"),
+                    "bytes, or a number with one of Ki, Mi, Gi, Ti, Pi, Ei, K, M, G, T, P, E: `512Mi`, `4Gi`, `8G`",
+                    "suffixes are case-sensitive: `8g` is rejected by OpenShell's CLI, write `8G` or `8Gi`",
+                );
+            }
         }
         let Some(port) = sb.dashboard_port else {
             continue;
@@ -246,7 +270,11 @@ pub fn resolve(
         source,
         gateway,
         dashboard: range,
-        sandboxes: spec.sandboxes.iter().map(resolve_sandbox).collect(),
+        sandboxes: spec
+            .sandboxes
+            .iter()
+            .map(|s| resolve_sandbox(s, &base))
+            .collect(),
         cleanup: Cleanup {
             stale_listeners: spec.cleanup.stale_listeners,
             markers: spec.cleanup.markers.clone(),
@@ -260,21 +288,7 @@ pub fn resolve(
     })
 }
 
-fn resolve_sandbox(s: &super::types::SandboxSpec) -> SandboxDesired {
-    let mut presets: Vec<String> = Vec::new();
-    for p in s
-        .policy
-        .tier
-        .presets()
-        .iter()
-        .map(|p| (*p).to_owned())
-        .chain(s.policy.presets.iter().cloned())
-    {
-        if !presets.contains(&p) {
-            presets.push(p);
-        }
-    }
-    let inference = s.inference.as_ref();
+fn resolve_sandbox(s: &super::types::SandboxSpec, base: &Path) -> SandboxDesired {
     SandboxDesired {
         name: s.name.clone(),
         dashboard_port: s.dashboard_port,
@@ -286,11 +300,15 @@ fn resolve_sandbox(s: &super::types::SandboxSpec) -> SandboxDesired {
         .expect("literal address"),
         create: SandboxCreate {
             agent: s.agent.clone(),
-            provider: inference.map(|i| i.provider.provider_name().to_owned()),
-            model: inference.and_then(|i| i.model.clone()),
-            endpoint_url: inference.and_then(|i| i.endpoint_url.clone()),
-            credential_env: inference.and_then(|i| i.credential_env.clone()),
-            presets,
+            from: if is_path(&s.from) {
+                relative_to(base, &s.from)
+            } else {
+                s.from.clone()
+            },
+            policy: s.policy.as_ref().map(|p| PolicyFile {
+                path: relative_to(base, p),
+                sha256: None,
+            }),
             gpu: match s.gpu {
                 super::types::GpuSpec::Auto => "auto",
                 super::types::GpuSpec::On => "on",
@@ -300,6 +318,77 @@ fn resolve_sandbox(s: &super::types::SandboxSpec) -> SandboxDesired {
             cpu: s.resources.as_ref().and_then(|r| r.cpu.clone()),
             memory: s.resources.as_ref().and_then(|r| r.memory.clone()),
         },
+    }
+}
+
+/// Whether a `from:` names a local path (`/…`, `./…`, `../…`) rather than an image reference.
+#[must_use]
+pub fn is_path(from: &str) -> bool {
+    from.starts_with('/')
+        || from.starts_with("./")
+        || from.starts_with("../")
+        || from == "."
+        || from == ".."
+}
+
+/// `path` taken relative to `base` (the desired file's directory) unless it is absolute.
+fn relative_to(base: &Path, path: &str) -> String {
+    let p = Path::new(path);
+    if p.is_absolute() || base.as_os_str().is_empty() {
+        path.to_owned()
+    } else {
+        base.join(p).display().to_string()
+    }
+}
+
+/// What is wrong with a `--cpu` value, judged as OpenShell's CLI judges it
+/// (`validate_cpu_quantity`, v0.0.72 `crates/openshell-cli/src/run.rs:1686`): millicores `500m`
+/// (digits, > 0) or positive finite cores (`2`, `0.5`).
+#[must_use]
+pub fn cpu_problem(value: &str) -> Option<String> {
+    if value.trim() != value || value.is_empty() {
+        return Some("it is empty or has surrounding spaces".to_owned());
+    }
+    if let Some(milli) = value.strip_suffix('m') {
+        return match milli.parse::<u64>() {
+            Ok(0) => Some("it must be greater than zero".to_owned()),
+            Ok(_) if milli.bytes().all(|b| b.is_ascii_digit()) => None,
+            _ => Some("millicores are digits followed by `m`".to_owned()),
+        };
+    }
+    if !value.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Some("cores are a plain decimal number".to_owned());
+    }
+    match value.parse::<f64>() {
+        Ok(c) if c.is_finite() && c > 0.0 => None,
+        Ok(_) => Some("it must be greater than zero".to_owned()),
+        Err(_) => Some("it is not a number".to_owned()),
+    }
+}
+
+/// What is wrong with a `--memory` value, judged as OpenShell's CLI judges it
+/// (`validate_memory_quantity`, v0.0.72 `crates/openshell-cli/src/run.rs:1716`): digits, then
+/// nothing or one of `Ki Mi Gi Ti Pi Ei K M G T P E`, greater than zero.
+#[must_use]
+pub fn memory_problem(value: &str) -> Option<String> {
+    let end = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, suffix) = value.split_at(end);
+    if number.is_empty()
+        || !matches!(
+            suffix,
+            "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "K" | "M" | "G" | "T" | "P" | "E"
+        )
+    {
+        return Some(format!(
+            "`{value}` is not bytes or a quantity the OpenShell CLI accepts"
+        ));
+    }
+    match number.parse::<u128>() {
+        Ok(0) => Some("it must be greater than zero".to_owned()),
+        Ok(_) => None,
+        Err(_) => Some("the number is too large".to_owned()),
     }
 }
 

@@ -181,156 +181,55 @@ pub struct SandboxSpec {
     /// Address the dashboard forward binds.
     #[serde(default)]
     pub dashboard_bind: BindAddress,
-    /// The agent the sandbox runs.
+    /// The agent the sandbox runs (recorded in the registry, as NemoClaw records it).
     #[serde(default = "default_agent")]
     pub agent: String,
-    /// The inference route the sandbox uses.
+    /// Where the sandbox image comes from, passed to `openshell sandbox create --from`: a
+    /// Dockerfile or a directory holding one (a path starting with `/`, `./` or `../`, taken
+    /// relative to this file; the CLI builds it into the local Docker engine), or an image
+    /// reference the CLI accepts (`registry.example.com/img:tag`, a community sandbox name).
+    /// NemoClaw's own image is its blueprint's Dockerfile: OpenShell's default image has no
+    /// `nemoclaw-start`.
+    #[schemars(length(min = 1))]
+    pub from: String,
+    /// A sandbox policy YAML file (relative to this file), passed as the one
+    /// `openshell sandbox create --policy FILE`; the plan shows its SHA-256. NemoClaw's tiers and
+    /// presets are merged into one such file by NemoClaw; write or export the merged file and
+    /// name it here. Omit it for OpenShell's built-in default policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inference: Option<InferenceSpec>,
-    /// Network policy: a tier and extra presets.
-    #[serde(default)]
-    pub policy: PolicySpec,
-    /// GPU passthrough.
+    #[schemars(length(min = 1))]
+    pub policy: Option<String>,
+    /// GPU passthrough: `auto` asks for a GPU when an NVIDIA device is observed on the host.
     #[serde(default)]
     pub gpu: GpuSpec,
-    /// CPU and memory limits.
+    /// CPU and memory limits, passed only to a CLI whose `sandbox create` has `--cpu`/`--memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
-}
-
-/// An inference route.
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct InferenceSpec {
-    /// Provider.
-    pub provider: ProviderSpec,
-    /// Model id, e.g. `nvidia/nemotron-3-super-120b-a12b`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// Endpoint URL (custom and compatible providers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_url: Option<String>,
-    /// Environment variable holding the credential (its value is never read into plans).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential_env: Option<String>,
-}
-
-/// Inference providers, as NemoClaw names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum ProviderSpec {
-    /// NVIDIA build endpoints (`nvidia-prod`).
-    Build,
-    /// OpenAI (`openai-api`).
-    Openai,
-    /// Anthropic (`anthropic-prod`).
-    Anthropic,
-    /// An Anthropic-compatible endpoint.
-    AnthropicCompatible,
-    /// Google Gemini.
-    Gemini,
-    /// An OpenAI-compatible endpoint.
-    Custom,
-    /// Local Ollama.
-    Ollama,
-    /// Local vLLM.
-    Vllm,
-    /// Local NIM.
-    NimLocal,
-}
-
-impl ProviderSpec {
-    /// The OpenShell provider name NemoClaw registers for it.
-    #[must_use]
-    pub fn provider_name(self) -> &'static str {
-        match self {
-            Self::Build => "nvidia-prod",
-            Self::Openai => "openai-api",
-            Self::Anthropic => "anthropic-prod",
-            Self::AnthropicCompatible => "compatible-anthropic-endpoint",
-            Self::Gemini => "gemini-api",
-            Self::Custom => "compatible-endpoint",
-            Self::Ollama => "ollama-local",
-            Self::Vllm => "vllm-local",
-            Self::NimLocal => "nim-local",
-        }
-    }
-}
-
-/// A network policy.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PolicySpec {
-    /// `restricted` (no presets), `balanced` (npm, pypi, huggingface, brew, brave) or `open`
-    /// (balanced plus messaging and productivity presets).
-    #[serde(default)]
-    pub tier: TierSpec,
-    /// Extra presets (e.g. `github`, `local-inference`).
-    #[serde(default)]
-    pub presets: Vec<String>,
-}
-
-/// Policy tiers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum TierSpec {
-    /// No presets.
-    Restricted,
-    /// Package registries and search.
-    #[default]
-    Balanced,
-    /// Balanced plus messaging and productivity.
-    Open,
-}
-
-impl TierSpec {
-    /// The presets a tier grants.
-    #[must_use]
-    pub fn presets(self) -> &'static [&'static str] {
-        const BALANCED: [&str; 5] = ["npm", "pypi", "huggingface", "brew", "brave"];
-        const OPEN: [&str; 12] = [
-            "npm",
-            "pypi",
-            "huggingface",
-            "brew",
-            "brave",
-            "slack",
-            "discord",
-            "telegram",
-            "wechat",
-            "whatsapp",
-            "jira",
-            "outlook",
-        ];
-        match self {
-            Self::Restricted => &[],
-            Self::Balanced => &BALANCED,
-            Self::Open => &OPEN,
-        }
-    }
 }
 
 /// GPU passthrough.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum GpuSpec {
-    /// Use a GPU when the host has one.
+    /// Use a GPU when the host has an NVIDIA device.
     #[default]
     Auto,
-    /// Require a GPU.
+    /// Require a GPU (`--gpu`).
     On,
-    /// Never use a GPU.
+    /// Never use a GPU (no GPU flag: OpenShell has no `--no-gpu`).
     Off,
 }
 
-/// Resource limits.
+/// Resource limits, in the syntax OpenShell's CLI accepts (`validate_cpu_quantity` and
+/// `validate_memory_quantity`, v0.0.72 `crates/openshell-cli/src/run.rs:1686-1741`).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResourcesSpec {
-    /// CPUs, e.g. `4`.
+    /// CPU limit: cores (`2`, `0.5`) or millicores (`500m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
-    /// Memory, e.g. `8g`.
+    /// Memory limit: bytes (`1073741824`) or a quantity with one of the suffixes Ki, Mi, Gi, Ti,
+    /// Pi, Ei, K, M, G, T, P, E (`512Mi`, `4Gi`, `8G`; not `8g`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
 }

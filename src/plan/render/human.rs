@@ -62,6 +62,7 @@ fn headline(step: &Step) -> String {
         Action::Unregister => "removed from the registry",
         Action::Forward => "forwarded",
         Action::Write => "written",
+        Action::Select => "selected",
         Action::FreePort => return "must be freed".to_owned(),
         Action::Observe => return "must be observed".to_owned(),
     };

@@ -100,6 +100,10 @@ fn step_json(step: &Step) -> Value {
         Target::Sandbox(s) => {
             m.insert("sandbox".into(), json!(s.name));
             m.insert("port".into(), json!(s.port));
+            if let Some(p) = &s.policy {
+                m.insert("policy".into(), json!(p.path));
+                m.insert("policy_sha256".into(), json!(p.sha256));
+            }
             m.insert(
                 "command".into(),
                 json!(
@@ -134,6 +138,18 @@ fn step_json(step: &Step) -> Value {
         }
         Target::CliBundle { dir } => {
             m.insert("path".into(), json!(dir));
+        }
+        Target::CliGateway(g) => {
+            m.insert("gateway".into(), json!(g.name));
+            m.insert("endpoint".into(), json!(g.endpoint));
+            m.insert(
+                "command".into(),
+                json!(
+                    std::iter::once("openshell")
+                        .chain(g.argv.iter().map(String::as_str))
+                        .collect::<Vec<_>>()
+                ),
+            );
         }
         Target::StatefulSet { name } => {
             m.insert("statefulset".into(), json!(name));

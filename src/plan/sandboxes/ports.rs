@@ -1,0 +1,158 @@
+//! Dashboard ports: chosen the same way every time, claimed before anything is built (#3397),
+//! and never moved for a sandbox that already exists (the port is baked into it at create).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::{Desired, Observed};
+use crate::plan::step::{Action, Step, Target};
+
+/// A dashboard port chosen for a sandbox, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assigned {
+    /// The port.
+    pub port: u16,
+    /// Why this one.
+    pub why: String,
+    /// The file's `dashboardPort` when it differs from the port baked into the live sandbox.
+    pub file_port: Option<u16>,
+}
+
+/// Chooses every declared sandbox's dashboard port. A live sandbox keeps the port the registry
+/// records for it — the one baked in at create — whatever the file says. Then, in file order:
+/// the file's port, else the registry's recorded one, else the lowest free port of the range. A
+/// port is free when nothing listens on it or only listeners this plan stops do, and no other
+/// sandbox claims it. `Err` says why no port could be chosen.
+#[must_use]
+pub fn assign_ports(
+    desired: &Desired,
+    observed: &Observed,
+    steps: &[Step],
+    live: &BTreeSet<&str>,
+) -> BTreeMap<String, Result<Assigned, String>> {
+    let range = desired.dashboard;
+    let registry = observed.registry.known();
+    let recorded = |name: &str| {
+        registry
+            .and_then(|r| r.sandboxes.get(name))
+            .and_then(|e| e.dashboard_port)
+    };
+    let mut out = BTreeMap::new();
+    let mut claimed: BTreeSet<u16> = BTreeSet::new();
+    // Live sandboxes first: their ports are facts, not choices.
+    for sb in desired
+        .sandboxes
+        .iter()
+        .filter(|s| live.contains(s.name.as_str()))
+    {
+        if let Some(p) = recorded(&sb.name) {
+            claimed.insert(p);
+            out.insert(
+                sb.name.clone(),
+                Ok(Assigned {
+                    port: p,
+                    why: "baked into the live sandbox at create (the registry records it)"
+                        .to_owned(),
+                    file_port: sb.dashboard_port.filter(|q| *q != p),
+                }),
+            );
+        }
+    }
+    claimed.extend(
+        desired
+            .sandboxes
+            .iter()
+            .filter(|s| !out.contains_key(&s.name))
+            .filter_map(|s| s.dashboard_port),
+    );
+    if let Some(r) = registry {
+        claimed.extend(
+            r.sandboxes
+                .values()
+                .filter(|e| !desired.declares(&e.name))
+                .filter_map(|e| e.dashboard_port),
+        );
+    }
+    let freed: BTreeSet<u16> = steps
+        .iter()
+        .filter(|s| s.action == Action::Stop && s.blocked.is_none())
+        .filter_map(|s| match &s.target {
+            Target::Process(p) => Some(p.ports.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let listeners = observed.listeners.known();
+    let held: BTreeSet<u16> = listeners
+        .map(|ls| ls.iter().map(|l| l.port).collect())
+        .unwrap_or_default();
+    let own_forward = |name: &str, port: u16| {
+        observed
+            .forwards
+            .known()
+            .is_some_and(|fs| fs.iter().any(|f| f.sandbox == name && f.port == port))
+    };
+    let free = |port: u16| -> bool {
+        !desired.cleanup.protected_ports.contains(&port)
+            && listeners.is_some()
+            && (!held.contains(&port) || freed.contains(&port))
+    };
+    for sb in &desired.sandboxes {
+        if out.contains_key(&sb.name) {
+            continue;
+        }
+        if let Some(p) = sb.dashboard_port {
+            out.insert(
+                sb.name.clone(),
+                Ok(Assigned {
+                    port: p,
+                    why: "the file's dashboardPort".to_owned(),
+                    file_port: None,
+                }),
+            );
+            continue;
+        }
+        if listeners.is_none() {
+            out.insert(
+                sb.name.clone(),
+                Err("listening sockets could not be read, so no port is provably free".to_owned()),
+            );
+            continue;
+        }
+        let choice = match recorded(&sb.name) {
+            Some(p)
+                if range.contains(p)
+                    && !claimed.contains(&p)
+                    && (free(p) || own_forward(&sb.name, p)) =>
+            {
+                Some(Assigned {
+                    port: p,
+                    why: "assigned: the port the registry records for it".to_owned(),
+                    file_port: None,
+                })
+            }
+            _ => range
+                .ports()
+                .find(|p| !claimed.contains(p) && free(*p))
+                .map(|p| Assigned {
+                    port: p,
+                    why: format!("assigned: the lowest free port of {range}"),
+                    file_port: None,
+                }),
+        };
+        match choice {
+            Some(a) => {
+                claimed.insert(a.port);
+                out.insert(sb.name.clone(), Ok(a));
+            }
+            None => {
+                out.insert(
+                    sb.name.clone(),
+                    Err(format!(
+                        "every port of {range} is taken or held by something the engine cannot prove stale"
+                    )),
+                );
+            }
+        }
+    }
+    out
+}
