@@ -263,8 +263,17 @@ pub fn load_desired(path: &Path, color: bool) -> Result<Desired, CliError> {
 /// changed since.
 fn resolve_files(desired: &mut Desired, shown: &str) -> Result<(), CliError> {
     for (i, sb) in desired.sandboxes.iter_mut().enumerate() {
-        if spec::semantic::is_path(&sb.create.from) {
-            sb.create.from = absolute(&sb.create.from);
+        if let Some(from) = sb.create.from.as_mut()
+            && spec::semantic::is_path(from)
+        {
+            *from = absolute(from);
+            check_build_source(Path::new(from)).map_err(|why| {
+                CliError::new(format!(
+                    "`{shown}`: `sandboxes[{i}].from` of sandbox `{}` names `{from}`, {why}",
+                    sb.name
+                ))
+                .hint("`from` is a Dockerfile, a directory holding a `Dockerfile` (relative to the desired-state file), or an image reference such as `registry.example.com/img:tag`")
+            })?;
         }
         if let Some(p) = sb.create.policy.as_mut() {
             p.path = absolute(&p.path);
@@ -283,6 +292,24 @@ fn resolve_files(desired: &mut Desired, shown: &str) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// What OpenShell's CLI accepts as a local `--from` (`resolve_from`, v0.0.72
+/// `crates/openshell-cli/src/run.rs:2394`): a file whose name looks like a Dockerfile, or a
+/// directory holding a `Dockerfile`.
+fn check_build_source(path: &Path) -> Result<(), String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && name.contains("dockerfile") => Ok(()),
+        Ok(m) if m.is_file() => Err("which is not a Dockerfile".to_owned()),
+        Ok(m) if m.is_dir() && path.join("Dockerfile").is_file() => Ok(()),
+        Ok(m) if m.is_dir() => Err("a directory without a `Dockerfile`".to_owned()),
+        Ok(_) => Err("which is not a regular file or directory".to_owned()),
+        Err(e) => Err(format!("which cannot be read: {e}")),
+    }
 }
 
 fn absolute(path: &str) -> String {

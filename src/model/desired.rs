@@ -131,8 +131,8 @@ pub struct SandboxCreate {
     /// Agent (recorded in the registry).
     pub agent: String,
     /// `--from`: a Dockerfile or build directory (a path, resolved against the file's
-    /// directory) or an image reference, as written.
-    pub from: String,
+    /// directory) or an image reference, as written. `None`: the sandbox cannot be created.
+    pub from: Option<String>,
     /// `--policy FILE`, if any.
     pub policy: Option<PolicyFile>,
     /// `auto`, `on` or `off`.
@@ -141,6 +141,8 @@ pub struct SandboxCreate {
     pub cpu: Option<String>,
     /// Memory limit (`--memory`), validated to the CLI's syntax.
     pub memory: Option<String>,
+    /// How long a create may take to report `Ready`.
+    pub ready_timeout: Millis,
 }
 
 /// A sandbox policy file and the SHA-256 of its content when the file was loaded (the plan shows
@@ -249,7 +251,9 @@ impl fmt::Display for PortRange {
 }
 
 /// A duration in whole milliseconds, written in files as `500ms`, `1s`, `1.5s` or `2m`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Millis(pub u64);
 

@@ -89,10 +89,16 @@ pub(super) fn create_argv(
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+    let Some(from) = &c.from else {
+        return Err(format!(
+            "sandbox `{}` declares no `from`, so the engine does not know its image (OpenShell's default image has no `nemoclaw-start`); add `from:` with NemoClaw's Dockerfile or an image",
+            sb.name
+        ));
+    };
     if !has_flag(flags, "from") {
         return Err(missing("from", "from"));
     }
-    a.extend(["--from".to_owned(), c.from.clone()]);
+    a.extend(["--from".to_owned(), from.clone()]);
     if let Some(p) = &c.policy {
         if !has_flag(flags, "policy") {
             return Err(missing("policy", "policy"));
@@ -122,7 +128,19 @@ pub(super) fn create_argv(
         "env".to_owned(),
         format!("CHAT_UI_URL=http://127.0.0.1:{port}"),
         format!("NEMOCLAW_DASHBOARD_PORT={port}"),
-        "nemoclaw-start".to_owned(),
     ]);
+    if c.agent == "openclaw" {
+        // Where OpenClaw keeps its state inside the sandbox, as NemoClaw sets it for OpenClaw
+        // agents (9708c264 `src/lib/onboard/openclaw-runtime-env.ts:18-25`).
+        a.extend(
+            [
+                "OPENCLAW_HOME=/sandbox",
+                "OPENCLAW_STATE_DIR=/sandbox/.openclaw",
+                "OPENCLAW_WORKSPACE_DIR=/sandbox/.openclaw/workspace",
+            ]
+            .map(str::to_owned),
+        );
+    }
+    a.push("nemoclaw-start".to_owned());
     Ok(a)
 }

@@ -113,6 +113,17 @@ pub fn resolve(
             );
             names.insert(&sb.name, first);
         }
+        if let Some(t) = &sb.ready_timeout {
+            match Millis::parse(t) {
+                Ok(m) if m.0 > 0 && m.0 <= 3_600_000 => {}
+                _ => err(
+                    &format!("{at}.readyTimeout"),
+                    format!("`{at}.readyTimeout` {t} is not a duration between 1ms and 1h"),
+                    "a duration such as `180s` or `10m`",
+                    "",
+                ),
+            }
+        }
         if let Some(r) = &sb.resources {
             if let Some(problem) = r.cpu.as_deref().and_then(cpu_problem) {
                 err(
@@ -300,11 +311,13 @@ fn resolve_sandbox(s: &super::types::SandboxSpec, base: &Path) -> SandboxDesired
         .expect("literal address"),
         create: SandboxCreate {
             agent: s.agent.clone(),
-            from: if is_path(&s.from) {
-                relative_to(base, &s.from)
-            } else {
-                s.from.clone()
-            },
+            from: s.from.as_ref().map(|f| {
+                if is_path(f) {
+                    relative_to(base, f)
+                } else {
+                    f.clone()
+                }
+            }),
             policy: s.policy.as_ref().map(|p| PolicyFile {
                 path: relative_to(base, p),
                 sha256: None,
@@ -317,9 +330,17 @@ fn resolve_sandbox(s: &super::types::SandboxSpec, base: &Path) -> SandboxDesired
             .to_owned(),
             cpu: s.resources.as_ref().and_then(|r| r.cpu.clone()),
             memory: s.resources.as_ref().and_then(|r| r.memory.clone()),
+            ready_timeout: s
+                .ready_timeout
+                .as_deref()
+                .and_then(|t| Millis::parse(t).ok())
+                .unwrap_or(READY_TIMEOUT),
         },
     }
 }
+
+/// NemoClaw's `NEMOCLAW_SANDBOX_READY_TIMEOUT` default.
+pub const READY_TIMEOUT: Millis = Millis(180_000);
 
 /// Whether a `from:` names a local path (`/…`, `./…`, `../…`) rather than an image reference.
 #[must_use]

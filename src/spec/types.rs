@@ -189,9 +189,11 @@ pub struct SandboxSpec {
     /// relative to this file; the CLI builds it into the local Docker engine), or an image
     /// reference the CLI accepts (`registry.example.com/img:tag`, a community sandbox name).
     /// NemoClaw's own image is its blueprint's Dockerfile: OpenShell's default image has no
-    /// `nemoclaw-start`.
+    /// `nemoclaw-start`. Needed only to create the sandbox: without it a missing sandbox is a
+    /// blocked step, an existing one is managed as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub from: String,
+    pub from: Option<String>,
     /// A sandbox policy YAML file (relative to this file), passed as the one
     /// `openshell sandbox create --policy FILE`; the plan shows its SHA-256. NemoClaw's tiers and
     /// presets are merged into one such file by NemoClaw; write or export the merged file and
@@ -205,6 +207,12 @@ pub struct SandboxSpec {
     /// CPU and memory limits, passed only to a CLI whose `sandbox create` has `--cpu`/`--memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourcesSpec>,
+    /// How long a new sandbox may take to report `Ready` (NemoClaw's
+    /// `NEMOCLAW_SANDBOX_READY_TIMEOUT`, default `180s`, at most `1h`). Past it the create fails
+    /// and the half-made sandbox is kept and reported, never deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$"))]
+    pub ready_timeout: Option<String>,
 }
 
 /// GPU passthrough.

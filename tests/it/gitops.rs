@@ -54,15 +54,19 @@ impl Drop for Listener {
 struct Site {
     dir: tempfile::TempDir,
     start: u16,
+    /// The `openshell` stand-in's active gateway, reachable while the site lives.
+    _gateway: std::net::TcpListener,
 }
 
 impl Site {
     fn new(extra: &str) -> Self {
         let range = next_range();
         let dir = tempfile::tempdir().unwrap();
+        let _gateway = crate::support::standin_gateway(dir.path(), "nemoclaw");
         let s = Self {
             dir,
             start: range.start,
+            _gateway,
         };
         s.write(extra);
         s
@@ -355,7 +359,7 @@ fn init_from_host_describes_the_host_so_that_planning_it_changes_nothing() {
 
 #[test]
 fn ci_review_script_runs_the_documented_commands() {
-    let s = Site::new("sandboxes:\n  - name: my-assistant\n");
+    let s = Site::new("sandboxes:\n  - name: my-assistant\n    from: img:1\n");
     let _l = Listener::spawn("term", s.port(9));
     let snapshot = s.run(&["observe", "-f", "nemoclaw.yaml", "-o", "json"]);
     std::fs::write(s.dir.path().join("host.json"), &snapshot.stdout).unwrap();

@@ -104,6 +104,8 @@ impl Drop for Listener {
 struct Fixture {
     dir: tempfile::TempDir,
     range: PortRange,
+    /// The `openshell` stand-in's active gateway, reachable while the fixture lives.
+    _gateway: std::net::TcpListener,
 }
 
 impl Drop for Fixture {
@@ -124,7 +126,12 @@ impl Fixture {
             text = text.replace(&format!("PORT{n}"), &(range.start + n).to_string());
         }
         std::fs::write(dir.path().join("nemoclaw.yaml"), text).unwrap();
-        Self { dir, range }
+        let _gateway = crate::support::standin_gateway(dir.path(), "nemoclaw");
+        Self {
+            dir,
+            range,
+            _gateway,
+        }
     }
 
     fn port(&self, i: u16) -> u16 {
@@ -159,6 +166,7 @@ impl Fixture {
         ObserveOptions {
             invoking_uid: nix::unistd::getuid().as_raw(),
             home: PathBuf::from(self.path()),
+            config_home: PathBuf::from(self.path()).join(".config"),
             ports: vec![self.range],
             timeout: Duration::from_secs(10),
             docker: Default::default(),
@@ -193,7 +201,10 @@ fn is_root() -> bool {
 
 #[test]
 fn stale_listener_on_ipv4_and_ipv6_is_one_step_stopped_with_sigterm_and_converges() {
-    let f = Fixture::new("\n  - name: my-assistant\n    dashboardPort: PORT0", "");
+    let f = Fixture::new(
+        "\n  - name: my-assistant\n    from: img:1\n    dashboardPort: PORT0",
+        "",
+    );
     let mut l = Listener::spawn(
         "openclaw-gateway",
         "term",
@@ -292,7 +303,7 @@ fn a_listener_that_ignores_sigterm_is_killed_after_term_grace() {
 #[test]
 fn foreign_mismatched_protected_and_forward_listeners_are_untouched() {
     let f = Fixture::new(
-        "\n  - name: my-assistant\n    dashboardPort: PORT0",
+        "\n  - name: my-assistant\n    from: img:1\n    dashboardPort: PORT0",
         "  protectedPorts: [PORT4]",
     );
 
@@ -350,7 +361,10 @@ fn a_foreign_listener_on_a_needed_port_blocks_with_exit_3_and_survives() {
         eprintln!("skipped: needs root to run a listener as nobody");
         return;
     }
-    let f = Fixture::new("\n  - name: my-assistant\n    dashboardPort: PORT0", "");
+    let f = Fixture::new(
+        "\n  - name: my-assistant\n    from: img:1\n    dashboardPort: PORT0",
+        "",
+    );
     let mut foreign = Listener::spawn(
         "openclaw-gateway",
         "term",

@@ -11,6 +11,7 @@ mod docker;
 mod driver;
 mod gitops;
 mod host;
+mod openshell;
 mod planner;
 mod planner_gateway;
 mod planner_secrets;

@@ -1,22 +1,37 @@
-//! Sandboxes, the registry and forwards: the planner on fixtures (snapshots), the registry writer
-//! against a second writer following NemoClaw's lock protocol, and the `openshell` stand-in and a
-//! labelled container against the real engine. The real `openshell` CLI is not available here:
-//! `tests/support/openshell-standin` records its arguments so the exact commands can be checked.
+//! Sandboxes, the registry and forwards in the planner, on observations whose CLI facts are the
+//! real OpenShell CLI's output parsed (the recorded fixtures under `tests/fixtures/openshell/`),
+//! and the registry writer against a second writer following NemoClaw's lock protocol. The CLI
+//! itself, through the byte-exact stand-in, is exercised in `openshell.rs`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::collections::BTreeSet;
+use std::process::Command;
 
-use nemoclaw::model::{CliFacts, CliStatus, Lookup, Observation, Observed, SandboxRow};
-use nemoclaw::plan::{Action, PlanOptions, Risk, Target, plan, render};
+use nemoclaw::model::{
+    CliFacts, CliStatus, ForwardRow, GatewayRegistration, Lookup, Observation, Observed, SandboxRow,
+};
+use nemoclaw::observe::openshell::parse;
+use nemoclaw::plan::{Action, FindingKind, PlanOptions, Risk, Target, plan, render};
 
 use crate::snap;
-use crate::support::text;
-use crate::support::{Host, ME, desired, nemoclaw_cmd};
+use crate::support::{Host, ME, desired};
 
 const HEAD: &str = "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\n";
+const IMG: &str = "    from: ghcr.io/nvidia/nemoclaw/sandbox:latest\n";
 
-fn cli(
+/// A recorded fixture of the real CLI.
+pub fn fixture(version: &str, name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/openshell/{version}/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// What the engine observes of an OpenShell `version` CLI whose active, connected gateway is
+/// `gateway` (registered at `http://127.0.0.1:8080`): flags from its real `--help`.
+pub fn cli_at(
+    version: &str,
     rows: &[(&str, &str)],
     lookups: &[(&str, Lookup)],
     gateway: Option<&str>,
@@ -25,10 +40,21 @@ fn cli(
     CliFacts {
         installed: true,
         binary: Some("/usr/bin/openshell".to_owned()),
+        version: Observation::Known {
+            value: version.to_owned(),
+        },
+        create_flags: Observation::Known {
+            value: parse::help_flags(&fixture(version, "sandbox-create-help.stdout")),
+        },
+        list_json: parse::help_flags(&fixture(version, "sandbox-list-help.stdout"))
+            .contains(&"output".to_owned()),
         status: Observation::Known {
             value: CliStatus {
                 gateway: gateway.map(str::to_owned),
+                server: gateway.map(|_| "http://127.0.0.1:8080".to_owned()),
                 connected,
+                configured: gateway.is_some(),
+                detail: None,
             },
         },
         sandboxes: Observation::Known {
@@ -37,6 +63,7 @@ fn cli(
                 .map(|(n, p)| SandboxRow {
                     name: (*n).to_owned(),
                     phase: (*p).to_owned(),
+                    id: Some(format!("id-{n}")),
                 })
                 .collect(),
         },
@@ -45,7 +72,26 @@ fn cli(
             .map(|(n, l)| ((*n).to_owned(), l.clone()))
             .collect::<BTreeMap<_, _>>(),
         forwards: Observation::Known { value: Vec::new() },
+        gateways: Observation::Known {
+            value: gateway
+                .map(|g| GatewayRegistration {
+                    name: g.to_owned(),
+                    endpoint: "http://127.0.0.1:8080".to_owned(),
+                    active: true,
+                })
+                .into_iter()
+                .collect(),
+        },
     }
+}
+
+fn cli(
+    rows: &[(&str, &str)],
+    lookups: &[(&str, Lookup)],
+    gateway: Option<&str>,
+    connected: bool,
+) -> CliFacts {
+    cli_at("0.0.72", rows, lookups, gateway, connected)
 }
 
 fn with_cli(mut o: Observed, c: CliFacts) -> Observed {
@@ -67,10 +113,17 @@ fn planned(name: &str, text: &str, o: &Observed) -> nemoclaw::plan::Plan {
     p
 }
 
+fn argv(p: &nemoclaw::plan::Plan, id: &str) -> String {
+    match &p.steps.iter().find(|s| s.id == id).unwrap().target {
+        Target::Sandbox(t) => t.argv.join(" "),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
-fn a_missing_sandbox_is_created_on_the_lowest_free_port_then_forwarded() {
+fn a_missing_sandbox_is_created_as_nemoclaw_creates_it_then_forwarded() {
     let text = format!(
-        "{HEAD}sandboxes:\n  - name: alice\n    inference:\n      provider: build\n      model: nvidia/nemotron\n    policy:\n      tier: restricted\n      presets: [github]\n"
+        "{HEAD}sandboxes:\n  - name: alice\n{IMG}    policy: /etc/nemoclaw/policy.yaml\n    gpu: off\n    resources:\n      cpu: 500m\n      memory: 4Gi\n"
     );
     let o = with_cli(
         Host::new()
@@ -91,9 +144,11 @@ fn a_missing_sandbox_is_created_on_the_lowest_free_port_then_forwarded() {
         t.port, 18790,
         "18789 is held by a foreign process; the lowest free one is chosen"
     );
+    // One --policy FILE, --from, no --no-gpu, resources in the CLI's syntax; the port baked in;
+    // NemoClaw's OpenClaw runtime environment (onboard/openclaw-runtime-env.ts).
     assert_eq!(
         t.argv.join(" "),
-        "sandbox create --name alice --provider nvidia-prod --policy github -- env CHAT_UI_URL=http://127.0.0.1:18790 NEMOCLAW_DASHBOARD_PORT=18790 NEMOCLAW_AGENT=openclaw NEMOCLAW_MODEL=nvidia/nemotron nemoclaw-start"
+        "sandbox create --name alice --from ghcr.io/nvidia/nemoclaw/sandbox:latest --policy /etc/nemoclaw/policy.yaml --cpu 500m --memory 4Gi -- env CHAT_UI_URL=http://127.0.0.1:18790 NEMOCLAW_DASHBOARD_PORT=18790 OPENCLAW_HOME=/sandbox OPENCLAW_STATE_DIR=/sandbox/.openclaw OPENCLAW_WORKSPACE_DIR=/sandbox/.openclaw/workspace nemoclaw-start"
     );
     assert_eq!(
         p.steps[1].depends_on,
@@ -102,14 +157,107 @@ fn a_missing_sandbox_is_created_on_the_lowest_free_port_then_forwarded() {
 }
 
 #[test]
+fn gpu_is_asked_for_only_when_wanted_and_auto_follows_the_devices() {
+    let text = |gpu: &str| format!("{HEAD}sandboxes:\n  - name: alice\n{IMG}    gpu: {gpu}\n");
+    let host = |gpus: Option<&[&str]>| {
+        let mut o = with_cli(Host::new().build(), cli(&[], &[], None, true));
+        o.host.nvidia_gpus = match gpus {
+            Some(g) => Observation::Known {
+                value: g.iter().map(|s| (*s).to_owned()).collect(),
+            },
+            None => Observation::Unknown {
+                reason: "/dev: permission denied".into(),
+            },
+        };
+        o
+    };
+    let run = |gpu: &str, gpus| plan(&desired(&text(gpu)), &host(gpus), &PlanOptions::default());
+    assert!(argv(&run("on", Some(&[])), "create:sandbox.alice").contains(" --gpu "));
+    assert!(!argv(&run("off", Some(&["/dev/nvidia0"])), "create:sandbox.alice").contains("gpu"));
+    assert!(
+        argv(
+            &run("auto", Some(&["/dev/nvidia0"])),
+            "create:sandbox.alice"
+        )
+        .contains(" --gpu ")
+    );
+    assert!(!argv(&run("auto", Some(&[])), "create:sandbox.alice").contains("gpu"));
+    let unknown = run("auto", None);
+    let create = &unknown.steps[0];
+    assert!(
+        create.blocked.as_ref().unwrap().reason.contains("gpu: on"),
+        "{create:?}"
+    );
+}
+
+#[test]
+fn flags_the_installed_cli_lacks_block_the_create_and_say_so() {
+    let text =
+        format!("{HEAD}sandboxes:\n  - name: alice\n{IMG}    resources:\n      cpu: \"2\"\n");
+    let mut c = cli(&[], &[], None, true);
+    c.create_flags = Observation::Known {
+        value: ["name", "from", "policy", "gpu"].map(String::from).to_vec(),
+    };
+    let p = planned("no-cpu-flag", &text, &with_cli(Host::new().build(), c));
+    let reason = &p.steps[0].blocked.as_ref().unwrap().reason;
+    assert!(reason.contains("no `sandbox create --cpu`"), "{reason}");
+}
+
+#[test]
+fn a_cli_outside_the_supported_versions_blocks_every_cli_step() {
+    let text = format!("{HEAD}sandboxes:\n  - name: alice\n{IMG}");
+    for v in ["0.0.37", "0.0.99"] {
+        let mut c = cli(&[], &[], None, true);
+        c.version = Observation::Known { value: v.into() };
+        let o = with_cli(Host::new().build(), c);
+        let p = plan(&desired(&text), &o, &PlanOptions::default());
+        assert!(!p.steps.is_empty());
+        for s in &p.steps {
+            let b = s.blocked.as_ref().unwrap();
+            assert!(
+                b.reason.contains(v) && b.reason.contains("0.0.44 through 0.0.72"),
+                "{}",
+                b.reason
+            );
+        }
+    }
+    let mut c = cli(&[], &[], None, true);
+    c.version = Observation::Known {
+        value: "0.0.99".into(),
+    };
+    planned(
+        "version-out-of-range",
+        &text,
+        &with_cli(Host::new().build(), c),
+    );
+}
+
+#[test]
+fn both_supported_versions_plan_the_same_create() {
+    let text = format!("{HEAD}sandboxes:\n  - name: alice\n{IMG}    gpu: on\n");
+    let a = |v: &str| {
+        argv(
+            &plan(
+                &desired(&text),
+                &with_cli(Host::new().build(), cli_at(v, &[], &[], None, true)),
+                &PlanOptions::default(),
+            ),
+            "create:sandbox.alice",
+        )
+    };
+    assert_eq!(a("0.0.44"), a("0.0.72"));
+}
+
+#[test]
 fn port_assignment_prefers_the_recorded_port_and_is_deterministic() {
-    let text = format!("{HEAD}sandboxes:\n  - name: alice\n  - name: bob\n");
+    let text = format!("{HEAD}sandboxes:\n  - name: alice\n{IMG}  - name: bob\n{IMG}");
     let o = with_cli(
         Host::new().registered("bob", Some(18795)).build(),
         cli(&[], &[], None, true),
     );
     let d = desired(&text);
-    let a = nemoclaw::plan::sandboxes::assign_ports(&d, &o, &[]);
+    let none = BTreeSet::new();
+    let a = nemoclaw::plan::sandboxes::assign_ports(&d, &o, &[], &none);
     assert_eq!(
         a["bob"].as_ref().unwrap().port,
         18795,
@@ -121,13 +269,48 @@ fn port_assignment_prefers_the_recorded_port_and_is_deterministic() {
         "the lowest free port"
     );
     for _ in 0..3 {
-        assert_eq!(nemoclaw::plan::sandboxes::assign_ports(&d, &o, &[]), a);
+        assert_eq!(
+            nemoclaw::plan::sandboxes::assign_ports(&d, &o, &[], &none),
+            a
+        );
     }
 }
 
 #[test]
-fn a_port_held_by_a_stale_listener_is_claimed_after_the_stop() {
-    let text = format!("{HEAD}sandboxes:\n  - name: alice\n");
+fn a_live_sandbox_keeps_the_port_baked_into_it() {
+    // alice was created with 18790 baked in; the file now asks for 18789.
+    let text = format!("{HEAD}sandboxes:\n  - name: alice\n{IMG}    dashboardPort: 18789\n");
+    let o = with_cli(
+        Host::new().registered("alice", Some(18790)).build(),
+        cli(&[("alice", "Ready")], &[], None, true),
+    );
+    let p = planned("port-baked", &text, &o);
+    let f = p
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::SandboxPortBaked)
+        .expect("a finding with the fix");
+    assert!(
+        f.message.contains("openshell sandbox delete alice"),
+        "{}",
+        f.message
+    );
+    let Target::Forward(fw) = &p
+        .steps
+        .iter()
+        .find(|s| s.action == Action::Forward)
+        .unwrap()
+        .target
+    else {
+        panic!()
+    };
+    assert_eq!(fw.port, 18790, "the forward goes to the baked-in port");
+    assert!(!p.steps.iter().any(|s| s.action == Action::Register));
+}
+
+#[test]
+fn a_port_held_by_a_stale_listener_is_claimed_after_the_stop_and_forwarded_after_it() {
+    let text = format!("{HEAD}sandboxes:\n  - name: alice\n{IMG}");
     let o = with_cli(
         Host::new()
             .process(4242, ME, "openclaw-gateway")
@@ -149,6 +332,91 @@ fn a_port_held_by_a_stale_listener_is_claimed_after_the_stop() {
         vec!["stop:process.4242".to_owned()],
         "the port is freed before anything is built"
     );
+    assert!(
+        p.steps[2]
+            .depends_on
+            .contains(&"stop:process.4242".to_owned()),
+        "the forward waits for the stop that frees its port"
+    );
+}
+
+#[test]
+fn a_live_sandboxs_forward_is_a_forward_for_it_even_without_a_pid_file() {
+    // The real forward: ssh with OpenShell's ProxyCommand, no pid file; its sandbox id is a live
+    // declared sandbox's (from `sandbox list -o json`).
+    let ssh = "ssh -o ProxyCommand=/usr/bin/openshell ssh-proxy --gateway http://127.0.0.1:8080 --sandbox-id id-alice --token <redacted> --gateway-name nemoclaw -o StrictHostKeyChecking=no -N -o ExitOnForwardFailure=yes -L 127.0.0.1:18789:127.0.0.1:18789 sandbox";
+    let text = format!("{HEAD}sandboxes:\n  - name: alice\n{IMG}");
+    let o = with_cli(
+        Host::new()
+            .registered("alice", Some(18789))
+            .process_argv(4242, ME, &proxy_argv(ssh))
+            .listen(18789, &[4242])
+            .build(),
+        cli(&[("alice", "Ready")], &[], None, true),
+    );
+    let p = planned("live-forward-no-pid-file", &text, &o);
+    assert!(p.steps.is_empty(), "{:?}", ids(&p));
+    // The same forward whose sandbox is gone (the list shows other ids): stale.
+    let o = with_cli(
+        Host::new()
+            .process_argv(4242, ME, &proxy_argv(ssh))
+            .listen(18789, &[4242])
+            .build(),
+        cli(&[("bob", "Ready")], &[], None, true),
+    );
+    let p = plan(&desired(HEAD), &o, &PlanOptions::default());
+    assert_eq!(ids(&p), vec!["stop:process.4242"]);
+    assert!(p.steps[0].reason.contains("OpenShell dashboard forward"));
+    // A forward of an id nobody can name, while the list cannot say: kept.
+    let mut c = cli(&[], &[], None, true);
+    c.sandboxes = Observation::Unknown {
+        reason: "transport error".into(),
+    };
+    let o = with_cli(
+        Host::new()
+            .process_argv(4242, ME, &proxy_argv(ssh))
+            .listen(18789, &[4242])
+            .build(),
+        c,
+    );
+    let p = plan(&desired(HEAD), &o, &PlanOptions::default());
+    assert!(p.steps.is_empty(), "{:?}", ids(&p));
+}
+
+/// `ssh -o ProxyCommand=… -o …` as ssh's argv: the ProxyCommand is one argument.
+fn proxy_argv(cmd: &str) -> Vec<String> {
+    let (head, rest) = cmd.split_once("ProxyCommand=").unwrap();
+    let (proxy, tail) = rest.split_once(" -o ").unwrap();
+    let mut v: Vec<String> = head.split_whitespace().map(str::to_owned).collect();
+    v.push(format!("ProxyCommand={proxy}"));
+    v.push("-o".to_owned());
+    v.extend(tail.split_whitespace().map(str::to_owned));
+    v
+}
+
+#[test]
+fn forward_list_names_a_live_forward() {
+    let text = format!("{HEAD}sandboxes:\n  - name: alice\n{IMG}");
+    let mut c = cli(&[("alice", "Ready")], &[], None, true);
+    c.forwards = Observation::Known {
+        value: vec![ForwardRow {
+            sandbox: "alice".into(),
+            bind: "127.0.0.1".into(),
+            port: 18789,
+            pid: Some(4242),
+            status: "running".into(),
+        }],
+    };
+    let o = with_cli(
+        Host::new()
+            .registered("alice", Some(18789))
+            .process(4242, ME, "openshell forward start 18789 alice")
+            .listen(18789, &[4242])
+            .build(),
+        c,
+    );
+    let p = plan(&desired(&text), &o, &PlanOptions::default());
+    assert!(p.steps.is_empty(), "{:?}", ids(&p));
 }
 
 #[test]
@@ -160,7 +428,7 @@ fn a_full_range_blocks_the_sandbox() {
     }
     let p = planned(
         "range-full",
-        &format!("{HEAD}sandboxes:\n  - name: alice\n"),
+        &format!("{HEAD}sandboxes:\n  - name: alice\n{IMG}"),
         &with_cli(h.build(), cli(&[], &[], None, true)),
     );
     assert!(p.is_blocked() && !p.has_changes());
@@ -186,6 +454,12 @@ fn a_registry_entry_is_removed_only_on_notfound_from_the_selected_gateway() {
         "{:?}",
         ids(&p)
     );
+    // The real CLI's mTLS failure says "not found" too: it is an error, and keeps the entry.
+    let mtls = parse::get(&nemoclaw::observe::openshell::Run {
+        code: Some(1),
+        stdout: String::new(),
+        stderr: "Error:   \u{d7} mTLS certificates for gateway 'nemoclaw' were not found.\n".into(),
+    });
     // Anything else keeps it: another gateway selected (#2276), not connected, an error.
     for (name, c) in [
         (
@@ -210,6 +484,10 @@ fn a_registry_entry_is_removed_only_on_notfound_from_the_selected_gateway() {
                 true,
             ),
         ),
+        (
+            "mtls-not-found",
+            cli(&[], &[("gone", mtls)], Some("nemoclaw"), true),
+        ),
     ] {
         let p = planned(&format!("keep-{name}"), &text, &with_cli(base().build(), c));
         assert!(
@@ -222,6 +500,90 @@ fn a_registry_entry_is_removed_only_on_notfound_from_the_selected_gateway() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn a_gateway_unknown_to_the_cli_is_registered_before_any_sandbox_step() {
+    let text =
+        format!("{HEAD}gateway:\n  runtime: docker-driver\nsandboxes:\n  - name: alice\n{IMG}");
+    let base = || {
+        Host::new()
+            .driver(None, Some("/usr/local/bin/openshell-gateway"))
+            .health(Some(200))
+    };
+    let mut c = cli(&[], &[], Some("nemoclaw"), true);
+    c.gateways = Observation::Known { value: vec![] };
+    let p = planned("cli-gateway-add", &text, &with_cli(base().build(), c));
+    let add = p
+        .steps
+        .iter()
+        .find(|s| s.id == "register:cli-gateway.nemoclaw")
+        .unwrap();
+    let Target::CliGateway(g) = &add.target else {
+        panic!()
+    };
+    assert_eq!(
+        g.argv.join(" "),
+        "gateway add http://127.0.0.1:8080 --local --name nemoclaw"
+    );
+    let create = p
+        .steps
+        .iter()
+        .find(|s| s.id == "create:sandbox.alice")
+        .unwrap();
+    assert!(create.depends_on.contains(&add.id));
+    // Registered but another gateway is active: selected.
+    let mut c = cli(&[], &[], Some("nemoclaw"), true);
+    c.gateways = Observation::Known {
+        value: vec![
+            GatewayRegistration {
+                name: "nemoclaw".into(),
+                endpoint: "http://127.0.0.1:8080".into(),
+                active: false,
+            },
+            GatewayRegistration {
+                name: "other".into(),
+                endpoint: "http://127.0.0.1:9000".into(),
+                active: true,
+            },
+        ],
+    };
+    let p = planned("cli-gateway-select", &text, &with_cli(base().build(), c));
+    assert!(ids(&p).contains(&"select:cli-gateway.nemoclaw".to_owned()));
+}
+
+#[test]
+fn a_sandbox_waits_for_the_gateway_start_in_the_same_plan() {
+    let text =
+        format!("{HEAD}gateway:\n  runtime: docker-driver\nsandboxes:\n  - name: alice\n{IMG}");
+    let mut o = with_cli(
+        Host::new()
+            .driver(None, Some("/usr/local/bin/openshell-gateway"))
+            .build(),
+        cli(&[], &[], Some("nemoclaw"), false),
+    );
+    o.docker = Some(Observation::Known {
+        value: nemoclaw::model::DockerFacts {
+            sandbox_containers: Some(Vec::new()),
+            ..Default::default()
+        },
+    });
+    let p = planned("after-gateway-start", &text, &o);
+    let start = p
+        .steps
+        .iter()
+        .find(|s| s.address == "gateway.nemoclaw" && s.action == Action::Start)
+        .expect("the gateway is started");
+    let create = p
+        .steps
+        .iter()
+        .find(|s| s.id == "create:sandbox.alice")
+        .unwrap();
+    assert!(
+        create.depends_on.contains(&start.id),
+        "{:?}",
+        create.depends_on
+    );
 }
 
 #[test]
@@ -273,7 +635,7 @@ fn without_the_cli_only_its_steps_are_blocked() {
     });
     let p = planned(
         "no-cli",
-        &format!("{HEAD}sandboxes:\n  - name: alice\n"),
+        &format!("{HEAD}sandboxes:\n  - name: alice\n{IMG}"),
         &o,
     );
     let stop = p.steps.iter().find(|s| s.action == Action::Stop).unwrap();
@@ -297,7 +659,7 @@ fn an_unreadable_registry_is_never_written() {
     );
     let p = planned(
         "registry-unknown",
-        &format!("{HEAD}sandboxes:\n  - name: alice\n    dashboardPort: 18789\n"),
+        &format!("{HEAD}sandboxes:\n  - name: alice\n{IMG}    dashboardPort: 18789\n"),
         &o,
     );
     let register = p
@@ -356,9 +718,6 @@ fn concurrent_writers_following_the_lock_protocol_lose_nothing() {
     let fields = |p: u16| nemoclaw::plan::RegistryFields {
         dashboard_port: p,
         agent: "openclaw".into(),
-        provider: None,
-        model: None,
-        policies: vec![],
         gateway_name: None,
         gateway_port: None,
     };
@@ -403,9 +762,6 @@ fn a_stale_lock_of_a_dead_owner_is_broken_and_symlinks_are_refused() {
     let f = nemoclaw::plan::RegistryFields {
         dashboard_port: 18789,
         agent: "openclaw".into(),
-        provider: None,
-        model: None,
-        policies: vec![],
         gateway_name: None,
         gateway_port: None,
     };
@@ -431,132 +787,4 @@ fn a_stale_lock_of_a_dead_owner_is_broken_and_symlinks_are_refused() {
             .is_none(),
         "nothing written through the link"
     );
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    nemoclaw_cmd(dir).args(args).output().unwrap()
-}
-
-#[test]
-fn a_corrupt_registry_is_reported_and_left_byte_for_byte() {
-    let dir = tempfile::tempdir().unwrap();
-    let range = crate::support::next_range();
-    std::fs::write(
-        dir.path().join("nemoclaw.yaml"),
-        format!("{HEAD}dashboard:\n  portRange: \"{range}\"\nsandboxes:\n  - name: alice\n"),
-    )
-    .unwrap();
-    let reg = dir.path().join(".nemoclaw/sandboxes.json");
-    std::fs::create_dir_all(reg.parent().unwrap()).unwrap();
-    let corrupt = b"{\"sandboxes\": {\"alice\": ";
-    std::fs::write(&reg, corrupt).unwrap();
-    let out = run(dir.path(), &["apply", "--yes"]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(
-        text(&out).contains("never written while unreadable")
-            || text(&out).contains("could not be read"),
-        "{}",
-        text(&out)
-    );
-    assert_eq!(std::fs::read(&reg).unwrap(), corrupt);
-    crate::support::kill_forwards(dir.path());
-}
-
-#[test]
-fn the_cli_gets_the_exact_commands_in_order_and_a_second_apply_does_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let range = crate::support::next_range();
-    std::fs::write(
-        dir.path().join("nemoclaw.yaml"),
-        format!("{HEAD}dashboard:\n  portRange: \"{range}\"\nsandboxes:\n  - name: alice\n  - name: bob\n    policy:\n      tier: open\n    gpu: on\n    resources:\n      cpu: \"2\"\n      memory: 4g\n"),
-    )
-    .unwrap();
-    let out = run(dir.path(), &["apply", "--yes"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let calls = std::fs::read_to_string(dir.path().join(".openshell-standin/calls.log")).unwrap();
-    let mutating: Vec<&str> = calls
-        .lines()
-        .filter(|l| l.contains("create") || l.contains("start"))
-        .collect();
-    let (a, b) = (range.start, range.start + 1);
-    // Each sandbox is created, then forwarded, before the next (lowest port first).
-    assert_eq!(
-        mutating,
-        vec![
-            format!(
-                "sandbox create --name alice --policy npm --policy pypi --policy huggingface --policy brew --policy brave -- env CHAT_UI_URL=http://127.0.0.1:{a} NEMOCLAW_DASHBOARD_PORT={a} NEMOCLAW_AGENT=openclaw nemoclaw-start"
-            ),
-            format!("forward start --background {a} alice"),
-            format!(
-                "sandbox create --name bob --policy npm --policy pypi --policy huggingface --policy brew --policy brave --policy slack --policy discord --policy telegram --policy wechat --policy whatsapp --policy jira --policy outlook --gpu --cpu 2 --memory 4g -- env CHAT_UI_URL=http://127.0.0.1:{b} NEMOCLAW_DASHBOARD_PORT={b} NEMOCLAW_AGENT=openclaw nemoclaw-start"
-            ),
-            format!("forward start --background {b} bob"),
-        ]
-    );
-    let reg: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join(".nemoclaw/sandboxes.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(reg["sandboxes"]["alice"]["dashboardPort"], a);
-    assert_eq!(reg["sandboxes"]["bob"]["dashboardPort"], b);
-    assert_eq!(reg["defaultSandbox"], "alice");
-    let again = run(dir.path(), &["plan", "--detailed-exitcode"]);
-    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
-    crate::support::kill_forwards(dir.path());
-}
-
-#[test]
-fn a_stopped_sandbox_container_is_started() {
-    if !crate::support::docker_engine() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let range = crate::support::next_range();
-    let name = format!("s{}", std::process::id());
-    let container = format!("openshell-{name}-id1");
-    let docker = |args: &[&str]| Command::new("docker").args(args).output().unwrap();
-    let created = docker(&[
-        "create",
-        "--name",
-        &container,
-        "--network",
-        "none",
-        "--label",
-        "openshell.ai/managed-by=openshell",
-        "--label",
-        &format!("openshell.ai/sandbox-name={name}"),
-        "--label",
-        "openshell.ai/sandbox-id=id1",
-        "nemoclaw-test/busybox:1",
-        "sleep",
-        "3600",
-    ]);
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    std::fs::write(
-        dir.path().join("nemoclaw.yaml"),
-        format!("{HEAD}dashboard:\n  portRange: \"{range}\"\nsandboxes:\n  - name: {name}\n"),
-    )
-    .unwrap();
-    let out = run(dir.path(), &["plan", "-o", "json"]);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let start = json["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["action"] == "start")
-        .expect("a start step");
-    assert_eq!(start["container"], container);
-    let out = run(dir.path(), &["apply", "--yes"]);
-    let running = String::from_utf8_lossy(
-        &docker(&["inspect", "--format", "{{.State.Running}}", &container]).stdout,
-    )
-    .trim()
-    .to_owned();
-    docker(&["rm", "-f", &container]);
-    crate::support::kill_forwards(dir.path());
-    assert_eq!(running, "true", "{}", text(&out));
 }

@@ -18,14 +18,10 @@ pub fn nemoclaw_cmd(dir: &std::path::Path) -> std::process::Command {
         .env("NEMOCLAW_LOCK_FILE", dir.join("apply.lock"))
         // The real `openshell` CLI is not installable here; every test gets the stand-in, which
         // records its calls under `dir` (tests/support/openshell-standin).
-        .env(
-            "NEMOCLAW_OPENSHELL_BIN",
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/support/openshell-standin"
-            ),
-        )
+        .env("NEMOCLAW_OPENSHELL_BIN", STANDIN)
         .env("OPENSHELL_STANDIN_DIR", dir.join(".openshell-standin"))
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("OPENSHELL_GATEWAY")
         .env_remove("SUDO_UID")
         .stdin(std::process::Stdio::null());
     cmd
@@ -76,6 +72,7 @@ impl Host {
                 engine_ancestors: vec![90, 1],
                 listener_source: "netlink".to_owned(),
                 observed_at_ms: 1_795_000_000_000,
+                nvidia_gpus: Observation::Known { value: Vec::new() },
             },
             scanned_ports: vec![
                 PortRange::DASHBOARD_DEFAULT,
@@ -121,6 +118,15 @@ impl Host {
                 cmdline: cmdline.split(' ').map(str::to_owned).collect(),
             },
         );
+        self
+    }
+
+    /// A process whose argv is given whole (arguments may hold spaces).
+    pub fn process_argv(mut self, pid: u32, uid: u32, argv: &[String]) -> Self {
+        self = self.process(pid, uid, "x");
+        if let Some(p) = self.0.processes.get_mut(&pid) {
+            p.cmdline = argv.to_vec();
+        }
         self
     }
 
@@ -378,6 +384,33 @@ impl Host {
         });
         self
     }
+}
+
+/// The `openshell` stand-in's path.
+pub const STANDIN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/support/openshell-standin"
+);
+
+/// A reachable gateway registered with the `openshell` stand-in below `home` as `name` (and made
+/// active, as `gateway add` does): a listener the stand-in's connect reaches, kept open for as
+/// long as the returned value lives.
+pub fn standin_gateway(home: &std::path::Path, name: &str) -> std::net::TcpListener {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", l.local_addr().unwrap().port());
+    let out = std::process::Command::new(STANDIN)
+        .args(["gateway", "add", &endpoint, "--local", "--name", name])
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env("OPENSHELL_STANDIN_DIR", home.join(".openshell-standin"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    l
 }
 
 /// Kills the forwards the `openshell` stand-in started below `home` (they are detached, as real

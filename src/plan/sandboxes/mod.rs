@@ -25,12 +25,9 @@ use super::step::{
     SandboxTarget, Step, Target,
 };
 use crate::model::{
-    CliFacts, Desired, GatewayRuntime, Holders, Millis, Observation, Observed, SandboxContainer,
+    CliFacts, Desired, GatewayRuntime, Holders, Observation, Observed, SandboxContainer,
     SandboxDesired,
 };
-
-/// How long a created sandbox may take to report `Ready` (NemoClaw's default, 180 s).
-pub const READY_TIMEOUT: Millis = Millis(180_000);
 
 enum Live<'a> {
     Running(String),
@@ -274,8 +271,11 @@ fn declared(
                 action: Action::Create,
                 risk: Risk::Create,
                 reason: format!(
-                    "sandbox `{}` does not exist; create it from `{}` with dashboard port {} ({}) baked in{policy_text}, wait until it is Ready, then register it",
-                    sb.name, sb.create.from, port.port, port.why
+                    "sandbox `{}` does not exist; create it {} with dashboard port {} ({}) baked in{policy_text}, wait until it is Ready, then register it",
+                    sb.name,
+                    sb.create.from.as_deref().map_or("(no `from` is declared)".to_owned(), |f| format!("from `{f}`")),
+                    port.port,
+                    port.why
                 ),
                 depends_on: before.clone(),
                 blocked: argv
@@ -290,7 +290,7 @@ fn declared(
                     cli: cx.binary.clone(),
                     gateway: cx.gateway.clone(),
                     argv: argv.unwrap_or_default(),
-                    ready_timeout: READY_TIMEOUT,
+                    ready_timeout: sb.create.ready_timeout,
                     list_json: cx.cli.as_ref().is_ok_and(|c| c.list_json),
                     policy: policy.cloned(),
                     registry: upsert.clone(),
