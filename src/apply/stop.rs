@@ -61,6 +61,10 @@ pub async fn run(p: &StopProcess, progress: &(dyn Fn(&str) + Send + Sync)) -> St
     if let Err(e) = pidfd_send_signal(&*waiter, Signal::TERM) {
         return signal_error(p, e, "SIGTERM").await;
     }
+    progress(&format!(
+        "waiting up to {} for pid {} to exit after SIGTERM",
+        p.term_grace, p.pid
+    ));
     let how = if exited_within(&waiter, p.term_grace.duration()).await {
         "exited after SIGTERM".to_owned()
     } else {
@@ -77,7 +81,10 @@ pub async fn run(p: &StopProcess, progress: &(dyn Fn(&str) + Send + Sync)) -> St
                 p.pid, p.kill_grace
             ));
         }
-        format!("ignored SIGTERM for {}, exited after SIGKILL", p.term_grace)
+        format!(
+            "was still running {} after SIGTERM; exited after SIGKILL",
+            p.term_grace
+        )
     };
     wait_ports_free(p, &how).await
 }

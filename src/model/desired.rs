@@ -170,6 +170,9 @@ pub struct Cleanup {
     pub kill_grace: Millis,
     /// How long to poll the socket table for the port to be free.
     pub port_free_timeout: Millis,
+    /// OpenClaw profiles whose gateways are wanted.
+    #[serde(default)]
+    pub keep_openclaw_profiles: BTreeSet<String>,
 }
 
 impl Desired {

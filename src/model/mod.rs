@@ -14,8 +14,9 @@ pub use observed::{
     CertFacts, CliFacts, CliStatus, ClusterFacts, ContainerFacts, DockerFacts, DriverFacts,
     DriverProcess, ForwardContent, ForwardPidFile, ForwardRow, GatewayRegistration, Health,
     Holders, HostFacts, ImageFacts, Listener, Lookup, MountFacts, NetworkFacts,
-    OBSERVED_FORMAT_VERSION, Observation, Observed, ProcessInfo, PublishedPort, PvcFacts, Registry,
-    RegistryEntry, RuntimeMarker, SandboxContainer, SandboxRow, SecretFacts, VolumeFacts,
+    OBSERVED_FORMAT_VERSION, Observation, Observed, OpenClawFacts, OpenClawLock, ProcessInfo,
+    PublishedPort, PvcFacts, Registry, RegistryEntry, RuntimeMarker, SandboxContainer, SandboxRow,
+    SecretFacts, VolumeFacts,
 };
 
 /// Returns the lowercase hex SHA-256 of `bytes`.

@@ -47,6 +47,94 @@ pub struct Observed {
     /// registered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openshell: Option<CliFacts>,
+    /// What each OpenClaw gateway among the listeners says about itself, by pid.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub openclaw: BTreeMap<u32, OpenClawFacts>,
+}
+
+/// Evidence about one OpenClaw gateway process beyond its command line (which every gateway
+/// shares).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenClawFacts {
+    /// Its identifying environment (`OPENCLAW_PROFILE`, `OPENCLAW_STATE_DIR`, the service
+    /// markers, `INVOCATION_ID`); never credentials.
+    pub environ: Observation<BTreeMap<String, String>>,
+    /// The systemd unit its cgroup names, if any.
+    pub unit: Option<String>,
+    /// Its parent, when that is an OpenClaw launcher holding it as a child.
+    pub wrapper: Option<u32>,
+    /// Client connections established to its ports.
+    pub established: Observation<u32>,
+    /// The status `GET /healthz` answered with, if it answered.
+    pub healthz: Option<u16>,
+    /// OpenClaw's lock files that name this pid.
+    pub locks: Observation<Vec<OpenClawLock>>,
+}
+
+impl OpenClawFacts {
+    /// The systemd unit that supervises it: the service markers OpenClaw's unit exports, or the
+    /// unit its cgroup names under systemd (`INVOCATION_ID`). `None` when nothing says so.
+    #[must_use]
+    pub fn supervisor(&self) -> Option<String> {
+        let env = self.environ.known()?;
+        let marked = env
+            .get("OPENCLAW_SERVICE_MARKER")
+            .is_some_and(|m| m == "openclaw")
+            || env.contains_key("OPENCLAW_SYSTEMD_UNIT");
+        if !(marked || env.contains_key("INVOCATION_ID")) {
+            return None;
+        }
+        Some(
+            env.get("OPENCLAW_SYSTEMD_UNIT")
+                .cloned()
+                .or_else(|| self.unit.clone())
+                .unwrap_or_else(|| "openclaw-gateway.service".to_owned()),
+        )
+    }
+
+    /// Its profile: `OPENCLAW_PROFILE`, else the suffix of a `.openclaw-<profile>` state dir,
+    /// else `default`.
+    #[must_use]
+    pub fn profile(&self) -> String {
+        let env = self.environ.known();
+        if let Some(p) = env
+            .and_then(|e| e.get("OPENCLAW_PROFILE"))
+            .filter(|p| !p.is_empty())
+        {
+            return p.clone();
+        }
+        let dir = env
+            .and_then(|e| e.get("OPENCLAW_STATE_DIR").cloned())
+            .or_else(|| {
+                self.locks
+                    .known()
+                    .and_then(|l| l.iter().find_map(|l| l.state_dir.clone()))
+            });
+        dir.and_then(|d| {
+            d.trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .and_then(|leaf| leaf.strip_prefix(".openclaw-"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "default".to_owned())
+    }
+}
+
+/// One of OpenClaw's gateway lock files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenClawLock {
+    /// The file.
+    pub path: String,
+    /// The gateway port it records.
+    pub port: Option<u16>,
+    /// The config file it records.
+    pub config_path: Option<String>,
+    /// The state dir it records.
+    pub state_dir: Option<String>,
+    /// Whether its recorded start time is the process's own (`/proc/PID/stat` field 22): the
+    /// lock is this process's, not a recycled pid's.
+    pub start_time_matches: bool,
 }
 
 /// What the Docker engine holds under the exact names the file refers to. A name that was looked

@@ -10,6 +10,12 @@ use crate::model::Health;
 /// Probes `127.0.0.1:port` with `timeout` for each of connect and reply. Blocking.
 #[must_use]
 pub fn probe(port: u16, timeout: Duration) -> Health {
+    probe_path(port, "/", timeout)
+}
+
+/// Like [`probe`], asking for `path`.
+#[must_use]
+pub fn probe_path(port: u16, path: &str, timeout: Duration) -> Health {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = match TcpStream::connect_timeout(&addr, timeout) {
         Ok(s) => s,
@@ -23,7 +29,8 @@ pub fn probe(port: u16, timeout: Duration) -> Health {
     };
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
-    let request = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if let Err(e) = stream.write_all(request.as_bytes()) {
         return Health {
             tcp_open: true,

@@ -11,6 +11,7 @@ pub mod files;
 pub mod forwards;
 pub mod gpus;
 pub mod health;
+pub mod openclaw;
 pub mod openshell;
 pub mod procfs;
 pub mod registry;
@@ -187,6 +188,18 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
         .driver
         .as_ref()
         .map(|q| driver::observe(q, &scan.listeners, &scan.processes));
+    let (invoking, home) = (opts.invoking_uid, opts.home.clone());
+    let home_of = move |uid: u32| {
+        if uid == invoking {
+            Some(home.clone())
+        } else {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.dir)
+        }
+    };
+    let openclaw = openclaw::observe(&scan.listeners, &scan.processes, &home_of);
     let openshell = match opts.cli.clone() {
         Some(mut q) => {
             // Registered sandboxes missing from `sandbox list` are looked up one by one.
@@ -227,6 +240,7 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
         gateway_health: health,
         gateway_process,
         openshell,
+        openclaw,
         cluster,
     }
 }

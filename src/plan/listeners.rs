@@ -25,6 +25,9 @@ enum Keep {
     DeclaredForward { pid: u32, sandbox: String },
     RegisteredSandbox { sandbox: String, port: u16 },
     UnattributedForward { pid: u32, sandbox_id: String },
+    OpenClawInUse { pid: u32, connections: u32 },
+    OpenClawProfile { pid: u32, profile: String },
+    OpenClawUnknown { pid: u32, what: String },
     CleanupDisabled,
 }
 
@@ -261,6 +264,39 @@ fn plan_group(b: &mut Builder, cx: &Context<'_>, group: &Group) {
             }
         }
     }
+    let mut supervised: Vec<(u32, String)> = Vec::new();
+    for pid in &group.pids {
+        let Some(oc) = cx.observed.openclaw.get(pid) else {
+            continue;
+        };
+        let pid = *pid;
+        match &oc.established {
+            Observation::Known { value: 0 } => {}
+            Observation::Known { value } => keep.push(Keep::OpenClawInUse {
+                pid,
+                connections: *value,
+            }),
+            Observation::Unknown { reason } => keep.push(Keep::OpenClawUnknown {
+                pid,
+                what: format!("its client connections ({reason})"),
+            }),
+        }
+        if let Observation::Unknown { reason } = &oc.environ {
+            keep.push(Keep::OpenClawUnknown {
+                pid,
+                what: format!(
+                    "its environment, which says whether systemd supervises it ({reason})"
+                ),
+            });
+        }
+        let profile = oc.profile();
+        if desired.cleanup.keep_openclaw_profiles.contains(&profile) {
+            keep.push(Keep::OpenClawProfile { pid, profile });
+        }
+        if let Some(unit) = oc.supervisor() {
+            supervised.push((pid, unit));
+        }
+    }
     for port in &group.ports {
         if desired.cleanup.protected_ports.contains(port) {
             keep.push(Keep::Protected(*port));
@@ -291,6 +327,12 @@ fn plan_group(b: &mut Builder, cx: &Context<'_>, group: &Group) {
 
     if !keep.is_empty() {
         let (kind, why) = explain_keep(&keep, cx);
+        let evidence = openclaw_evidence(cx, group);
+        let why = if evidence.is_empty() {
+            why
+        } else {
+            format!("{why}. OpenClaw: {evidence}")
+        };
         for port in &group.ports {
             b.finding(
                 &format!("port.{port}"),
@@ -341,7 +383,20 @@ fn plan_group(b: &mut Builder, cx: &Context<'_>, group: &Group) {
             needs.join("; ")
         )
     };
+    let openclaw = openclaw_evidence(cx, group);
+    let reason = if openclaw.is_empty() {
+        reason
+    } else {
+        format!("{reason}. OpenClaw: {openclaw}")
+    };
+    let supervised_block = supervised.first().map(|(pid, unit)| Blocked {
+        reason: format!(
+            "pid {pid} is supervised by the systemd unit `{unit}`, whose restart policy brings it straight back on the same port; the engine never signals a supervised gateway. Stop it with `systemctl --user stop {unit}` (a system unit: `sudo systemctl stop {unit}`) or `openclaw gateway stop`, then plan again"
+        ),
+        allow: None,
+    });
     let blocked = match (&cx.registry, &cx.forwards) {
+        _ if supervised_block.is_some() => supervised_block,
         (Err(why), _) => Some(Blocked {
             reason: format!(
                 "the sandbox registry could not be read ({why}), so the engine cannot prove no registered sandbox owns {ports_text}; fix the registry file and plan again"
@@ -435,6 +490,59 @@ fn attributed<'a>(
     out
 }
 
+/// What the OpenClaw gateways of a group say about themselves, for the plan's reason.
+fn openclaw_evidence(cx: &Context<'_>, group: &Group) -> String {
+    let mut parts = Vec::new();
+    for pid in &group.pids {
+        let Some(oc) = cx.observed.openclaw.get(pid) else {
+            continue;
+        };
+        let lock = match &oc.locks {
+            Observation::Known { value } if value.is_empty() => "no lock file names it".to_owned(),
+            Observation::Known { value } => value
+                .iter()
+                .map(|l| {
+                    format!(
+                        "lock {} ({}{})",
+                        l.path,
+                        l.state_dir
+                            .as_deref()
+                            .map_or(String::new(), |d| format!("state dir {d}, ")),
+                        if l.start_time_matches {
+                            "its start time matches"
+                        } else {
+                            "start time differs: not this process's"
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            Observation::Unknown { reason } => format!("lock files unreadable ({reason})"),
+        };
+        let service = match oc.supervisor() {
+            Some(u) => format!("supervised by `{u}`"),
+            None => "no service markers".to_owned(),
+        };
+        let conns = match &oc.established {
+            Observation::Known { value } => format!("{value} client connections"),
+            Observation::Unknown { .. } => "client connections unknown".to_owned(),
+        };
+        let health = oc
+            .healthz
+            .map_or("`/healthz` did not answer".to_owned(), |c| {
+                format!("`/healthz` {c}")
+            });
+        let wrapper = oc
+            .wrapper
+            .map_or(String::new(), |w| format!(", launched by pid {w}"));
+        parts.push(format!(
+            "pid {pid}: profile `{}`, {lock}, {service}, {conns}, {health}{wrapper}",
+            oc.profile()
+        ));
+    }
+    parts.join("; ")
+}
+
 /// Whether a forward's sandbox is provably gone: the CLI's sandbox list is known, carries ids,
 /// and none of them is the forward's.
 fn orphaned(cx: &Context<'_>, f: &ForwardProcess) -> bool {
@@ -510,6 +618,8 @@ fn explain_keep(keep: &[Keep], cx: &Context<'_>) -> (FindingKind, String) {
         Keep::DeclaredForward { .. } => FindingKind::DeclaredForward,
         Keep::RegisteredSandbox { .. } => FindingKind::RegisteredSandbox,
         Keep::UnattributedForward { .. } => FindingKind::DeclaredForward,
+        Keep::OpenClawInUse { .. } | Keep::OpenClawProfile { .. } => FindingKind::OpenClawWanted,
+        Keep::OpenClawUnknown { .. } => FindingKind::OwnerUnknown,
         Keep::CleanupDisabled => FindingKind::CleanupDisabled,
     };
     let parts: Vec<String> = keep
@@ -529,6 +639,16 @@ fn explain_keep(keep: &[Keep], cx: &Context<'_>) -> (FindingKind, String) {
             ),
             Keep::UnattributedForward { pid, sandbox_id } => format!(
                 "pid {pid} is an OpenShell dashboard forward of sandbox id `{sandbox_id}`, which no pid file names and `openshell sandbox list` does not show to be gone, so it may be a live sandbox's"
+            ),
+            Keep::OpenClawInUse { pid, connections } => format!(
+                "pid {pid} is an OpenClaw gateway in use: {connections} client connection{} established to it",
+                if *connections == 1 { " is" } else { "s are" }
+            ),
+            Keep::OpenClawProfile { pid, profile } => format!(
+                "pid {pid} is the OpenClaw gateway of profile `{profile}`, which `cleanup.openclaw.keepProfiles` keeps"
+            ),
+            Keep::OpenClawUnknown { pid, what } => format!(
+                "pid {pid} is an OpenClaw gateway and {what} could not be read, so it cannot be proven stale"
             ),
             Keep::CleanupDisabled => "`cleanup.staleListeners` is false".to_owned(),
         })

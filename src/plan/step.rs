@@ -445,6 +445,10 @@ pub enum FindingKind {
     SandboxPortBaked,
     /// The CLI has the gateway's name registered for another endpoint.
     CliGatewayMismatch,
+    /// An OpenClaw gateway that is in use or of a kept profile.
+    OpenClawWanted,
+    /// Ports a live OpenClaw gateway derives from its own, never assigned to a sandbox.
+    OpenClawDerivedPorts,
 }
 
 impl FindingKind {
@@ -476,6 +480,8 @@ impl FindingKind {
             Self::OrphanedWorkspace => "orphaned-workspace",
             Self::SandboxPortBaked => "sandbox-port-baked",
             Self::CliGatewayMismatch => "cli-gateway-mismatch",
+            Self::OpenClawWanted => "openclaw-wanted",
+            Self::OpenClawDerivedPorts => "openclaw-derived-ports",
         }
     }
 }

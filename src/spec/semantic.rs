@@ -293,6 +293,13 @@ pub fn resolve(
             term_grace,
             kill_grace,
             port_free_timeout,
+            keep_openclaw_profiles: spec
+                .cleanup
+                .openclaw
+                .keep_profiles
+                .iter()
+                .cloned()
+                .collect(),
         },
         destroy_volumes: spec.destroy.volumes.iter().cloned().collect(),
         prune_sandboxes: spec.prune.sandboxes.iter().cloned().collect(),

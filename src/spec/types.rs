@@ -266,8 +266,11 @@ pub struct CleanupSpec {
     /// Ports that are never touched, whatever listens there.
     #[serde(default)]
     pub protected_ports: Vec<u16>,
-    /// Wait after SIGTERM before SIGKILL (`500ms`, `1s`, `1.5s`, `2m`).
-    #[serde(default = "default_grace")]
+    /// Wait after SIGTERM before SIGKILL (`500ms`, `1s`, `1.5s`, `2m`). The default, 10s, fits
+    /// the real OpenClaw gateway, which frees its port within a second of SIGTERM but may take
+    /// longer to exit while its browser service shuts down; a SIGKILL mid-shutdown leaves stale
+    /// lock files and counts toward its crash-loop breaker.
+    #[serde(default = "default_term_grace")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$"))]
     pub term_grace: String,
     /// Wait after SIGKILL before giving up on the process.
@@ -278,6 +281,19 @@ pub struct CleanupSpec {
     #[serde(default = "default_port_free_timeout")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$"))]
     pub port_free_timeout: String,
+    /// OpenClaw gateways: which are wanted.
+    #[serde(default)]
+    pub openclaw: OpenClawSpec,
+}
+
+/// OpenClaw gateways in the dashboard range.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OpenClawSpec {
+    /// Profiles whose gateways are wanted (`default`, or the `--profile`/`OPENCLAW_PROFILE`
+    /// name): a gateway of one of these is never stale.
+    #[serde(default)]
+    pub keep_profiles: Vec<String>,
 }
 
 impl Default for DashboardSpec {
@@ -294,9 +310,10 @@ impl Default for CleanupSpec {
             stale_listeners: true,
             markers: default_markers(),
             protected_ports: Vec::new(),
-            term_grace: default_grace(),
+            term_grace: default_term_grace(),
             kill_grace: default_grace(),
             port_free_timeout: default_port_free_timeout(),
+            openclaw: OpenClawSpec::default(),
         }
     }
 }
@@ -315,6 +332,9 @@ fn default_markers() -> Vec<String> {
 }
 fn default_grace() -> String {
     "1s".to_owned()
+}
+fn default_term_grace() -> String {
+    "10s".to_owned()
 }
 fn default_agent() -> String {
     "openclaw".to_owned()

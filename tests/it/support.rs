@@ -96,6 +96,7 @@ impl Host {
             gateway_health: None,
             gateway_process: None,
             openshell: None,
+            openclaw: BTreeMap::new(),
             cluster: None,
         })
     }

@@ -141,6 +141,7 @@ pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
         .map(|(n, _)| *n)
         .collect();
     let assigned = assign_ports(desired, observed, &b.steps, &live_names);
+    derived_ports_finding(desired, observed, b);
     for sb in &desired.sandboxes {
         let live = &lives[sb.name.as_str()];
         match assigned.get(&sb.name) {
@@ -215,6 +216,18 @@ fn declared(
     let mut after: Vec<String> = Vec::new();
     match live {
         Live::Unknown(why) => {
+            // Nothing is stopped to free a port for a sandbox that may already have it.
+            for s in b.steps.iter_mut().filter(|s| frees.contains(&s.id)) {
+                if s.blocked.is_none() {
+                    s.blocked = Some(Blocked {
+                        reason: format!(
+                            "it would free port {} for sandbox `{}`, whose existence is unknown ({why}); the listener may be that sandbox's own",
+                            port.port, sb.name
+                        ),
+                        allow: None,
+                    });
+                }
+            }
             b.step(Step {
                 id: format!("observe:{addr}"),
                 address: addr,
@@ -345,6 +358,39 @@ fn declared(
             cx.cli.as_ref().err(),
             &forward_after,
             b,
+        );
+    }
+}
+
+/// Says which ports of the range live OpenClaw gateways will claim, and that no sandbox gets them.
+fn derived_ports_finding(desired: &Desired, observed: &Observed, b: &mut Builder) {
+    let stopped: BTreeSet<u32> = b
+        .steps
+        .iter()
+        .filter(|s| s.action == Action::Stop && s.blocked.is_none())
+        .filter_map(|s| match &s.target {
+            Target::Process(p) => Some(p.pid),
+            _ => None,
+        })
+        .collect();
+    let mut by_gateway: BTreeMap<(u32, u16), Vec<u16>> = BTreeMap::new();
+    for (port, owner) in ports::openclaw_derived(observed, &stopped) {
+        if desired.dashboard.contains(port) {
+            by_gateway.entry(owner).or_default().push(port);
+        }
+    }
+    for ((pid, own), ports) in by_gateway {
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        b.finding(
+            &format!("port.{own}"),
+            FindingKind::OpenClawDerivedPorts,
+            format!(
+                "the live OpenClaw gateway pid {pid} on port {own} claims {} later (browser control on {}, extension relay on {}); no sandbox is given {}",
+                list.join(" and "),
+                own + 2,
+                own + 10,
+                if ports.len() == 1 { "it" } else { "them" }
+            ),
         );
     }
 }

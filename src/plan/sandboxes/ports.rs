@@ -82,9 +82,20 @@ pub fn assign_ports(
         .flatten()
         .collect();
     let listeners = observed.listeners.known();
-    let held: BTreeSet<u16> = listeners
+    let mut held: BTreeSet<u16> = listeners
         .map(|ls| ls.iter().map(|l| l.port).collect())
         .unwrap_or_default();
+    let stopped: BTreeSet<u32> = steps
+        .iter()
+        .filter(|s| s.action == Action::Stop && s.blocked.is_none())
+        .filter_map(|s| match &s.target {
+            Target::Process(p) => Some(p.pid),
+            _ => None,
+        })
+        .collect();
+    // A live OpenClaw gateway on P claims P+2 and P+10 later (browser control, extension
+    // relay): they are never handed to a sandbox.
+    held.extend(openclaw_derived(observed, &stopped).into_keys());
     let own_forward = |name: &str, port: u16| {
         observed
             .forwards
@@ -151,6 +162,44 @@ pub fn assign_ports(
                         "every port of {range} is taken or held by something the engine cannot prove stale"
                     )),
                 );
+            }
+        }
+    }
+    out
+}
+
+/// Ports live OpenClaw gateways (those this plan does not stop) derive from their own port P:
+/// P+2 (browser control) and P+10 (extension relay). Derived port → (pid, P).
+#[must_use]
+pub fn openclaw_derived(observed: &Observed, stopped: &BTreeSet<u32>) -> BTreeMap<u16, (u32, u16)> {
+    let mut out = BTreeMap::new();
+    let Some(listeners) = observed.listeners.known() else {
+        return out;
+    };
+    for (pid, oc) in &observed.openclaw {
+        if stopped.contains(pid) {
+            continue;
+        }
+        let own = oc
+            .locks
+            .known()
+            .and_then(|l| l.iter().find_map(|l| l.port))
+            .or_else(|| {
+                oc.environ
+                    .known()
+                    .and_then(|e| e.get("OPENCLAW_GATEWAY_PORT"))
+                    .and_then(|p| p.parse().ok())
+            })
+            .or_else(|| {
+                listeners
+                    .iter()
+                    .filter(|l| matches!(&l.holders, crate::model::Holders::Known { pids } if pids.contains(pid)))
+                    .map(|l| l.port)
+                    .min()
+            });
+        if let Some(p) = own {
+            for d in [p.checked_add(2), p.checked_add(10)].into_iter().flatten() {
+                out.entry(d).or_insert((*pid, p));
             }
         }
     }

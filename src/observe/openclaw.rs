@@ -1,0 +1,214 @@
+//! What a real OpenClaw gateway says about itself, beyond a command line that is the same for
+//! every gateway (`process.title` makes it just `openclaw-gateway`).
+//!
+//! For each listener process whose command line is an OpenClaw gateway: the identifying part of
+//! its environment (profile, state dir, the service markers OpenClaw's systemd unit exports,
+//! systemd's `INVOCATION_ID`), the systemd unit its cgroup names, its parent when that is an
+//! OpenClaw wrapper, the client connections established to its ports (a gateway in use), whether
+//! `/healthz` answers, and OpenClaw's own lock files that name it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::model::{Listener, Observation, OpenClawFacts, OpenClawLock, ProcessInfo};
+
+use super::files::read_regular;
+
+/// The environment keys kept: they identify, none is a credential.
+pub const ENV_KEYS: [&str; 9] = [
+    "OPENCLAW_PROFILE",
+    "OPENCLAW_STATE_DIR",
+    "OPENCLAW_CONFIG_PATH",
+    "OPENCLAW_GATEWAY_PORT",
+    "OPENCLAW_SERVICE_MARKER",
+    "OPENCLAW_SERVICE_KIND",
+    "OPENCLAW_SYSTEMD_UNIT",
+    "OPENCLAW_SERVICE_VERSION",
+    "INVOCATION_ID",
+];
+
+/// Whether a command line is an OpenClaw gateway's (its `process.title`).
+#[must_use]
+pub fn is_gateway(p: &ProcessInfo) -> bool {
+    p.cmdline
+        .first()
+        .is_some_and(|a| a == "openclaw-gateway" || a.starts_with("openclaw-gateway "))
+}
+
+/// Facts for every OpenClaw gateway among the listeners' holders. Blocking.
+#[must_use]
+pub fn observe(
+    listeners: &Observation<Vec<Listener>>,
+    processes: &BTreeMap<u32, ProcessInfo>,
+    home_of: &dyn Fn(u32) -> Option<std::path::PathBuf>,
+) -> BTreeMap<u32, OpenClawFacts> {
+    let Observation::Known { value: listeners } = listeners else {
+        return BTreeMap::new();
+    };
+    let mut out = BTreeMap::new();
+    for p in processes.values().filter(|p| is_gateway(p)) {
+        let ports: BTreeSet<u16> = listeners
+            .iter()
+            .filter(|l| {
+                matches!(&l.holders, crate::model::Holders::Known { pids } if pids.contains(&p.pid))
+            })
+            .map(|l| l.port)
+            .collect();
+        let locks = match home_of(p.uid) {
+            Some(home) => read_locks(
+                &home
+                    .join(".openclaw/tmp")
+                    .join(format!("openclaw-{}", p.uid)),
+                p,
+            ),
+            None => Observation::Unknown {
+                reason: format!("the home directory of uid {} is unknown", p.uid),
+            },
+        };
+        let healthz = ports.iter().next().and_then(|port| {
+            super::health::probe_path(*port, "/healthz", Duration::from_millis(500)).http_status
+        });
+        out.insert(
+            p.pid,
+            OpenClawFacts {
+                environ: environ(p.pid),
+                unit: cgroup_unit(p.pid),
+                wrapper: wrapper(p.pid),
+                established: established(&ports),
+                healthz,
+                locks,
+            },
+        );
+    }
+    out
+}
+
+fn environ(pid: u32) -> Observation<BTreeMap<String, String>> {
+    match read_regular(Path::new(&format!("/proc/{pid}/environ")), 1 << 20) {
+        Ok(raw) => Observation::Known {
+            value: raw
+                .split(|b| *b == 0)
+                .filter_map(|kv| {
+                    let kv = String::from_utf8_lossy(kv);
+                    let (k, v) = kv.split_once('=')?;
+                    ENV_KEYS.contains(&k).then(|| (k.to_owned(), v.to_owned()))
+                })
+                .collect(),
+        },
+        Err(e) => Observation::Unknown {
+            reason: format!("/proc/{pid}/environ: {e}"),
+        },
+    }
+}
+
+/// The `*.service` its cgroup path ends in (`…/app.slice/openclaw-gateway.service`), if any:
+/// a process systemd supervises.
+fn cgroup_unit(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .filter_map(|l| l.rsplit(':').next())
+        .flat_map(|path| path.split('/'))
+        .filter(|c| {
+            c.ends_with(".service") && !c.starts_with("user@") && !c.starts_with("session-")
+        })
+        .last()
+        .map(str::to_owned)
+}
+
+/// The parent, when it is an OpenClaw launcher holding the gateway as its child (with
+/// `NODE_COMPILE_CACHE` the CLI re-executes itself under a wrapper).
+fn wrapper(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
+    let parent = super::procfs::read_process(ppid)?;
+    parent
+        .cmdline
+        .iter()
+        .any(|a| a.contains("openclaw"))
+        .then_some(ppid)
+}
+
+/// Client connections established to `ports` (the server side: local port in `ports`).
+fn established(ports: &BTreeSet<u16>) -> Observation<u32> {
+    if ports.is_empty() {
+        return Observation::Known { value: 0 };
+    }
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = match std::fs::read_to_string(table) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Observation::Unknown {
+                    reason: format!("{table}: {e}"),
+                };
+            }
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st …; st 01 = ESTABLISHED.
+            let (Some(local), Some(state)) = (cols.get(1), cols.get(3)) else {
+                continue;
+            };
+            let port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if *state == "01" && port.is_some_and(|p| ports.contains(&p)) {
+                n += 1;
+            }
+        }
+    }
+    Observation::Known { value: n }
+}
+
+/// OpenClaw's gateway lock files in `dir` that name `p`.
+fn read_locks(dir: &Path, p: &ProcessInfo) -> Observation<Vec<OpenClawLock>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Observation::Known { value: Vec::new() };
+        }
+        Err(e) => {
+            return Observation::Unknown {
+                reason: format!("{}: {e}", dir.display()),
+            };
+        }
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("gateway.") && name.ends_with(".lock")) {
+            continue;
+        }
+        let path = e.path();
+        let Ok(bytes) = read_regular(&path, 64 * 1024) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        if v.get("pid").and_then(serde_json::Value::as_u64) != Some(u64::from(p.pid)) {
+            continue;
+        }
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let start_time = v.get("startTime").and_then(serde_json::Value::as_u64);
+        out.push(OpenClawLock {
+            path: path.display().to_string(),
+            port: v
+                .get("port")
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|n| u16::try_from(n).ok()),
+            config_path: text("configPath"),
+            state_dir: text("stateDir"),
+            start_time_matches: start_time == Some(p.start_time),
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Observation::Known { value: out }
+}
