@@ -77,11 +77,19 @@ impl OpenClawFacts {
     #[must_use]
     pub fn supervisor(&self) -> Option<String> {
         let env = self.environ.known()?;
-        let marked = env
+        // OpenClaw's own test (`dist/supervisor-markers-*.mjs`), plus its unit's service marker.
+        let supervised = env
             .get("OPENCLAW_SERVICE_MARKER")
             .is_some_and(|m| m == "openclaw")
-            || env.contains_key("OPENCLAW_SYSTEMD_UNIT");
-        if !(marked || env.contains_key("INVOCATION_ID")) {
+            || [
+                "OPENCLAW_SYSTEMD_UNIT",
+                "INVOCATION_ID",
+                "SYSTEMD_EXEC_PID",
+                "JOURNAL_STREAM",
+            ]
+            .iter()
+            .any(|k| env.contains_key(*k));
+        if !supervised {
             return None;
         }
         Some(

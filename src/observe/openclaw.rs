@@ -15,8 +15,13 @@ use crate::model::{Listener, Observation, OpenClawFacts, OpenClawLock, ProcessIn
 
 use super::files::read_regular;
 
-/// The environment keys kept: they identify, none is a credential.
-pub const ENV_KEYS: [&str; 9] = [
+/// The environment keys kept: they identify, none is a credential. OpenClaw 2026.9.6 puts its
+/// own keys (profile, state dir, and its token) only into its children's environment; the
+/// gateway's holds what its launcher passed: the service markers its systemd unit sets
+/// (`dist/service-env-*.mjs` `buildServiceEnvironment`) and systemd's own
+/// (`dist/supervisor-markers-*.mjs`: `OPENCLAW_SYSTEMD_UNIT`, `INVOCATION_ID`, `SYSTEMD_EXEC_PID`,
+/// `JOURNAL_STREAM`).
+pub const ENV_KEYS: [&str; 11] = [
     "OPENCLAW_PROFILE",
     "OPENCLAW_STATE_DIR",
     "OPENCLAW_CONFIG_PATH",
@@ -26,14 +31,29 @@ pub const ENV_KEYS: [&str; 9] = [
     "OPENCLAW_SYSTEMD_UNIT",
     "OPENCLAW_SERVICE_VERSION",
     "INVOCATION_ID",
+    "SYSTEMD_EXEC_PID",
+    "JOURNAL_STREAM",
 ];
 
-/// Whether a command line is an OpenClaw gateway's (its `process.title`).
+/// Whether a command line is an OpenClaw gateway's, as OpenClaw itself decides it
+/// (`dist/gateway-process-argv-*.mjs` `isGatewayArgv`): the `openclaw-gateway` process title
+/// (the plain `openclaw gateway run`), or node running OpenClaw's entry point with a `gateway`
+/// argument (its systemd unit runs `node … dist/index.js gateway --port P`, whose title is not
+/// rewritten).
 #[must_use]
 pub fn is_gateway(p: &ProcessInfo) -> bool {
-    p.cmdline
-        .first()
-        .is_some_and(|a| a == "openclaw-gateway" || a.starts_with("openclaw-gateway "))
+    let Some(first) = p.cmdline.first() else {
+        return false;
+    };
+    if first == "openclaw-gateway" || first.ends_with("/openclaw-gateway") {
+        return true;
+    }
+    let entry = p.cmdline.iter().position(|a| {
+        a.ends_with("openclaw.mjs")
+            || (a.contains("openclaw")
+                && (a.ends_with("dist/index.js") || a.ends_with("dist/entry.js")))
+    });
+    entry.is_some_and(|i| p.cmdline[i + 1..].iter().any(|a| a == "gateway"))
 }
 
 /// Facts for every OpenClaw gateway among the listeners' holders. Blocking.
@@ -55,16 +75,14 @@ pub fn observe(
             })
             .map(|l| l.port)
             .collect();
-        let locks = match home_of(p.uid) {
-            Some(home) => read_locks(
-                &home
-                    .join(".openclaw/tmp")
-                    .join(format!("openclaw-{}", p.uid)),
-                p,
-            ),
-            None => Observation::Unknown {
+        let environ = environ(p.pid);
+        let state_dirs = state_dirs(home_of(p.uid).as_deref(), environ.known());
+        let locks = if state_dirs.is_empty() {
+            Observation::Unknown {
                 reason: format!("the home directory of uid {} is unknown", p.uid),
-            },
+            }
+        } else {
+            read_locks(&state_dirs, p)
         };
         let healthz = ports.iter().next().and_then(|port| {
             super::health::probe_path(*port, "/healthz", Duration::from_millis(500)).http_status
@@ -72,8 +90,8 @@ pub fn observe(
         out.insert(
             p.pid,
             OpenClawFacts {
-                environ: environ(p.pid),
-                unit: cgroup_unit(p.pid),
+                environ,
+                unit: super::procfs::cgroup_unit(p.pid),
                 wrapper: wrapper(p.pid),
                 established: established(&ports),
                 healthz,
@@ -102,20 +120,6 @@ fn environ(pid: u32) -> Observation<BTreeMap<String, String>> {
     }
 }
 
-/// The `*.service` its cgroup path ends in (`…/app.slice/openclaw-gateway.service`), if any:
-/// a process systemd supervises.
-fn cgroup_unit(pid: u32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines()
-        .filter_map(|l| l.rsplit(':').next())
-        .flat_map(|path| path.split('/'))
-        .filter(|c| {
-            c.ends_with(".service") && !c.starts_with("user@") && !c.starts_with("session-")
-        })
-        .last()
-        .map(str::to_owned)
-}
-
 /// The parent, when it is an OpenClaw launcher holding the gateway as its child (with
 /// `NODE_COMPILE_CACHE` the CLI re-executes itself under a wrapper).
 fn wrapper(pid: u32) -> Option<u32> {
@@ -123,11 +127,14 @@ fn wrapper(pid: u32) -> Option<u32> {
     let after = &stat[stat.rfind(')')? + 1..];
     let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
     let parent = super::procfs::read_process(ppid)?;
-    parent
-        .cmdline
-        .iter()
-        .any(|a| a.contains("openclaw"))
-        .then_some(ppid)
+    // openclaw.mjs `respawnWithPackagedCompileCacheIfNeeded` → `runRespawnedChild`: node running
+    // OpenClaw's entry point, or the `openclaw` launcher itself.
+    let launcher = parent.cmdline.iter().any(|a| {
+        a.ends_with("/openclaw.mjs")
+            || a.ends_with("/bin/openclaw")
+            || a.contains("/openclaw/dist/")
+    }) || parent.cmdline.first().is_some_and(|a| a == "openclaw");
+    launcher.then_some(ppid)
 }
 
 /// Client connections established to `ports` (the server side: local port in `ports`).
@@ -163,20 +170,57 @@ fn established(ports: &BTreeSet<u16>) -> Observation<u32> {
     Observation::Known { value: n }
 }
 
-/// OpenClaw's gateway lock files in `dir` that name `p`.
-fn read_locks(dir: &Path, p: &ProcessInfo) -> Observation<Vec<OpenClawLock>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Observation::Known { value: Vec::new() };
+/// Where OpenClaw state dirs may be: `OPENCLAW_STATE_DIR` when the launcher set it, and the
+/// home's `.openclaw` and `.openclaw-<profile>` (`--profile` moves the state dir there,
+/// `dist/profile-*.mjs`).
+fn state_dirs(
+    home: Option<&Path>,
+    env: Option<&BTreeMap<String, String>>,
+) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<std::path::PathBuf> = env
+        .and_then(|e| e.get("OPENCLAW_STATE_DIR"))
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .collect();
+    if let Some(home) = home
+        && let Ok(entries) = std::fs::read_dir(home)
+    {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if (name == ".openclaw" || name.starts_with(".openclaw-")) && !out.contains(&e.path()) {
+                out.push(e.path());
+            }
         }
-        Err(e) => {
-            return Observation::Unknown {
-                reason: format!("{}: {e}", dir.display()),
-            };
-        }
-    };
+    }
+    out.sort();
+    out
+}
+
+/// OpenClaw's gateway lock files (`<stateDir>/tmp/openclaw-<uid>/gateway.<hash>.lock` and
+/// `gateway.state.lock`, `dist/gateway-lock-*.mjs`: JSON `{pid, createdAt, configPath, stateDir,
+/// port, startTime}` then a whitespace ownership token) that name `p`.
+fn read_locks(
+    state_dirs: &[std::path::PathBuf],
+    p: &ProcessInfo,
+) -> Observation<Vec<OpenClawLock>> {
     let mut out = Vec::new();
+    for state in state_dirs {
+        let dir = state.join("tmp").join(format!("openclaw-{}", p.uid));
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => read_lock_dir(entries, p, &mut out),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Observation::Unknown {
+                    reason: format!("{}: {e}", dir.display()),
+                };
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Observation::Known { value: out }
+}
+
+fn read_lock_dir(entries: std::fs::ReadDir, p: &ProcessInfo, out: &mut Vec<OpenClawLock>) {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if !(name.starts_with("gateway.") && name.ends_with(".lock")) {
@@ -209,6 +253,4 @@ fn read_locks(dir: &Path, p: &ProcessInfo) -> Observation<Vec<OpenClawLock>> {
             start_time_matches: start_time == Some(p.start_time),
         });
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Observation::Known { value: out }
 }

@@ -90,6 +90,18 @@ pub fn redact_argv(args: Vec<String>) -> Vec<String> {
     out
 }
 
+/// The systemd service its cgroup path ends in (`…/app.slice/openclaw-gateway.service`), if
+/// any: a process systemd supervises. The user manager (`user@UID.service`) and session scopes
+/// are not the process's own unit.
+#[must_use]
+pub fn cgroup_unit(pid: u32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    path.split('/')
+        .rfind(|c| c.ends_with(".service") && !c.starts_with("user@") && !c.starts_with("session-"))
+        .map(str::to_owned)
+}
+
 /// Returns field 22 (start time) of `/proc/<pid>/stat`. The command name (field 2) may hold
 /// spaces and parentheses, so fields are counted after its last `)`.
 #[must_use]

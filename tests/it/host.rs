@@ -336,9 +336,16 @@ fn foreign_mismatched_protected_and_forward_listeners_are_untouched() {
     assert_eq!(ids, vec!["create:sandbox.my-assistant"], "{plan:#}");
     let mut kinds = finding_kinds(&plan);
     kinds.sort();
-    let mut expected = vec!["cmdline-mismatch", "declared-forward", "protected-port"];
+    // The protected `openclaw-gateway` is a live gateway: the ports it derives are reserved.
+    let mut expected = vec![
+        "cmdline-mismatch",
+        "declared-forward",
+        "protected-port",
+        "openclaw-derived-ports",
+    ];
     if foreign.is_some() {
         expected.push("foreign-owner");
+        expected.push("openclaw-derived-ports");
     } else {
         eprintln!(
             "not root: the foreign-owner case needs a process owned by nobody and is not exercised"

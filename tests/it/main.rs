@@ -11,6 +11,7 @@ mod docker;
 mod driver;
 mod gitops;
 mod host;
+mod openclaw;
 mod openshell;
 mod planner;
 mod planner_gateway;

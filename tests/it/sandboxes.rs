@@ -788,3 +788,66 @@ fn a_stale_lock_of_a_dead_owner_is_broken_and_symlinks_are_refused() {
         "nothing written through the link"
     );
 }
+
+fn openclaw_facts(connections: u32) -> nemoclaw::model::OpenClawFacts {
+    nemoclaw::model::OpenClawFacts {
+        environ: Observation::Known {
+            value: BTreeMap::new(),
+        },
+        unit: None,
+        wrapper: None,
+        established: Observation::Known { value: connections },
+        healthz: Some(200),
+        locks: Observation::Known { value: vec![] },
+    }
+}
+
+#[test]
+fn ports_a_live_openclaw_gateway_derives_are_never_assigned() {
+    // An OpenClaw gateway in use on 18789 claims 18791 (browser control) and 18799 (relay).
+    let text = format!("{HEAD}sandboxes:\n  - name: a\n{IMG}  - name: b\n{IMG}  - name: c\n{IMG}");
+    let mut o = with_cli(
+        Host::new()
+            .process(4242, ME, "openclaw-gateway")
+            .listen(18789, &[4242])
+            .build(),
+        cli(&[], &[], None, true),
+    );
+    o.openclaw.insert(4242, openclaw_facts(1));
+    let p = planned("openclaw-derived-ports", &text, &o);
+    let ports: Vec<u16> = p
+        .steps
+        .iter()
+        .filter_map(|s| match &s.target {
+            Target::Sandbox(t) => Some(t.port),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ports, vec![18790, 18792, 18793], "18791 is skipped");
+    assert!(
+        p.findings
+            .iter()
+            .any(|f| f.kind == FindingKind::OpenClawDerivedPorts && f.message.contains("18791"))
+    );
+    assert!(!p.steps.iter().any(|s| s.action == Action::Stop), "in use");
+}
+
+#[test]
+fn a_stop_that_frees_the_port_of_a_sandbox_of_unknown_existence_is_blocked() {
+    let text = format!("{HEAD}sandboxes:\n  - name: alice\n{IMG}    dashboardPort: 18789\n");
+    let mut c = cli(&[], &[], None, true);
+    c.sandboxes = Observation::Unknown {
+        reason: "transport error".into(),
+    };
+    let o = with_cli(
+        Host::new()
+            .process(4242, ME, "openclaw-gateway")
+            .listen(18789, &[4242])
+            .build(),
+        c,
+    );
+    let p = planned("stop-for-unknown-sandbox", &text, &o);
+    let stop = p.steps.iter().find(|s| s.action == Action::Stop).unwrap();
+    let why = &stop.blocked.as_ref().expect("blocked").reason;
+    assert!(why.contains("existence is unknown"), "{why}");
+}
