@@ -321,6 +321,7 @@ async fn wait_healthy(
             .unwrap_or(crate::model::Health {
                 tcp_open: false,
                 http_status: None,
+                answered: false,
                 detail: Some("probe failed".to_owned()),
             });
         if h.alive() {

@@ -52,7 +52,10 @@ pub async fn run(p: &StopProcess, progress: &(dyn Fn(&str) + Send + Sync)) -> St
             p.cmdline.join(" ")
         ));
     }
-    if let Some(stale) = still_listening(p) {
+    // A process planned without ports (a gateway that never listened) has no listener to check.
+    if !p.ports.is_empty()
+        && let Some(stale) = still_listening(p)
+    {
         return stale;
     }
 

@@ -47,6 +47,9 @@ pub struct GatewayDesired {
     pub runtime: Option<GatewayRuntime>,
     /// How long a started gateway may take to answer on its port.
     pub health_timeout: Millis,
+    /// How long a restart waits for the running gateway to exit on SIGTERM.
+    #[serde(default = "default_stop_grace")]
+    pub stop_grace: Millis,
 }
 
 /// The two ways an OpenShell gateway runs.
@@ -302,6 +305,10 @@ impl fmt::Display for Millis {
     }
 }
 
+fn default_stop_grace() -> Millis {
+    Millis(30_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +321,7 @@ mod tests {
             bind_address: "127.0.0.1".parse().unwrap(),
             runtime: None,
             health_timeout: Millis(1000),
+            stop_grace: Millis(1000),
         };
         assert_eq!(g("nemoclaw").node_name(), "openshell-nemoclaw");
         assert_eq!(g("My__GW.9").node_name(), "openshell-my-gw-9");

@@ -384,15 +384,22 @@ pub struct Health {
     pub tcp_open: bool,
     /// HTTP status of `GET /`, when one came back.
     pub http_status: Option<u16>,
+    /// Whether anything came back at all (an HTTP status, or the alert a TLS port answers a
+    /// plaintext request with).
+    #[serde(default)]
+    pub answered: bool,
     /// What went wrong, when something did.
     pub detail: Option<String>,
 }
 
 impl Health {
-    /// Alive as NemoClaw judges it: HTTP 200 or 401 (auth required still means serving).
+    /// Alive means it answers: any reply on the connection. An accepted connection alone is not
+    /// enough (Docker's userland proxy accepts for a container that is not listening), and the
+    /// status does not matter (the real 0.0.72 gateway answers `GET /` with 404, a TLS port with
+    /// an alert).
     #[must_use]
     pub fn alive(&self) -> bool {
-        matches!(self.http_status, Some(200 | 401))
+        self.answered
     }
 }
 
@@ -412,6 +419,13 @@ pub struct DriverFacts {
     pub binary_candidates: Vec<String>,
     /// The live gateway process, found through the pid file or the port's listener.
     pub process: Option<DriverProcess>,
+    /// `<binary> --version`: `0.0.72`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary_version: Option<String>,
+    /// The sandbox supervisor next to the binary (`openshell-sandbox`), which the gateway
+    /// mounts into sandboxes instead of pulling an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor_binary: Option<String>,
 }
 
 /// A live `openshell-gateway` process.
@@ -425,6 +439,13 @@ pub struct DriverProcess {
     pub environ: Observation<BTreeMap<String, String>>,
     /// `/proc/<pid>/exe`; ends in ` (deleted)` when the binary was replaced on disk.
     pub exe: Observation<String>,
+    /// The systemd service its cgroup names (the OpenShell package's `openshell-gateway.service`),
+    /// if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// How long it has run, when that could be told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_ms: Option<u64>,
 }
 
 /// Facts about the observing process and the user it acts for.

@@ -64,8 +64,10 @@ pub fn observe(
                         .get("pid")
                         .and_then(serde_json::Value::as_u64)
                         .and_then(|p| u32::try_from(p).ok()),
+                    // NemoClaw's name (`gatewayBin`), or the engine's before it wrote NemoClaw's.
                     gateway_binary: v
-                        .get("gatewayBinary")
+                        .get("gatewayBin")
+                        .or_else(|| v.get("gatewayBinary"))
                         .and_then(serde_json::Value::as_str)
                         .map(str::to_owned),
                     endpoint: v
@@ -127,12 +129,19 @@ pub fn observe(
                 },
             };
             DriverProcess {
+                unit: procfs::cgroup_unit(info.pid),
+                age_ms: procfs::age_ms(info.start_time),
                 info,
                 found_via: via.to_owned(),
                 environ,
                 exe,
             }
         });
+    let binary_version = binary.as_deref().and_then(version_of);
+    let supervisor_binary = binary.as_deref().and_then(|b| {
+        let s = std::path::Path::new(b).with_file_name("openshell-sandbox");
+        s.is_file().then(|| s.display().to_string())
+    });
     DriverFacts {
         state_dir: q.state_dir.display().to_string(),
         pid_file,
@@ -143,8 +152,24 @@ pub fn observe(
             .iter()
             .map(|p| p.display().to_string())
             .collect(),
+        binary_version,
+        supervisor_binary,
         process,
     }
+}
+
+/// `openshell-gateway --version` → `0.0.72`.
+fn version_of(binary: &str) -> Option<String> {
+    let r = super::openshell::run(
+        binary,
+        &["--version".to_owned()],
+        &super::openshell::CliEnv::default(),
+        std::time::Duration::from_secs(5),
+    )
+    .ok()?;
+    let text = super::openshell::parse::strip_ansi(&r.stdout);
+    let v = text.split_whitespace().nth(1)?;
+    super::openshell::parse::parse_version(v).map(|_| v.to_owned())
 }
 
 /// Reads `/proc/<pid>/environ`, keeping only `keys`, and only fingerprints of values outside

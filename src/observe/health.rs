@@ -23,6 +23,7 @@ pub fn probe_path(port: u16, path: &str, timeout: Duration) -> Health {
             return Health {
                 tcp_open: false,
                 http_status: None,
+                answered: false,
                 detail: Some(format!("connect: {e}")),
             };
         }
@@ -35,6 +36,7 @@ pub fn probe_path(port: u16, path: &str, timeout: Duration) -> Health {
         return Health {
             tcp_open: true,
             http_status: None,
+            answered: false,
             detail: Some(format!("HTTP request: {e}")),
         };
     }
@@ -48,6 +50,7 @@ pub fn probe_path(port: u16, path: &str, timeout: Duration) -> Health {
                 return Health {
                     tcp_open: true,
                     http_status: None,
+                    answered: got > 0,
                     detail: Some(format!("HTTP reply: {e}")),
                 };
             }
@@ -62,12 +65,18 @@ pub fn probe_path(port: u16, path: &str, timeout: Duration) -> Health {
         Some(code) => Health {
             tcp_open: true,
             http_status: Some(code),
+            answered: true,
             detail: None,
         },
         None => Health {
             tcp_open: true,
             http_status: None,
-            detail: Some("not an HTTP reply".to_owned()),
+            answered: got > 0,
+            detail: Some(if got > 0 {
+                "not an HTTP reply".to_owned()
+            } else {
+                "the connection was accepted, then closed without a reply".to_owned()
+            }),
         },
     }
 }

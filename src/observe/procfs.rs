@@ -102,6 +102,24 @@ pub fn cgroup_unit(pid: u32) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// How long ago a process with start time `start_ticks` (field 22 of `/proc/PID/stat`) started.
+#[must_use]
+pub fn age_ms(start_ticks: u64) -> Option<u64> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let hz = rustix::param::clock_ticks_per_second();
+    if hz == 0 {
+        return None;
+    }
+    let started_ms = btime * 1000 + start_ticks * 1000 / hz;
+    Some(super::now_ms().saturating_sub(started_ms))
+}
+
 /// Returns field 22 (start time) of `/proc/<pid>/stat`. The command name (field 2) may hold
 /// spaces and parentheses, so fields are counted after its last `)`.
 #[must_use]

@@ -369,13 +369,37 @@ fn health(
     }
 }
 
-/// The environment the engine sets for a `docker-driver` gateway (NemoClaw's launch env).
+/// The config file the engine writes for a gateway that takes one (0.0.72 on).
+pub const CONFIG_FILE: &str = "nemoclaw-reconcile-gateway.toml";
+
+/// The first gateway version that reads its settings from `OPENSHELL_GATEWAY_CONFIG` and refuses
+/// Docker sandboxes without gateway JWT auth (recorded against 0.0.72, `captures/25`).
+const CONFIG_MODE_FROM: (u64, u64, u64) = (0, 0, 72);
+
+/// Whether the gateway binary of `version` is run through a config file.
 #[must_use]
-pub fn managed_env(g: &GatewayDesired, state_dir: &str) -> BTreeMap<String, String> {
-    [
+pub fn config_mode(version: Option<&str>) -> bool {
+    version
+        .and_then(crate::observe::openshell::parse::parse_version)
+        .is_some_and(|v| v >= CONFIG_MODE_FROM)
+}
+
+/// The environment the engine sets for a `docker-driver` gateway: NemoClaw's plaintext launch
+/// environment (3aa9a59f `src/lib/onboard.ts:3740-3775`) — supervisor image pinned to the
+/// gateway's own version, supervisor binary when one sits next to the gateway — and, for a
+/// gateway that takes a config file, that file.
+#[must_use]
+pub fn managed_env(
+    g: &GatewayDesired,
+    state_dir: &str,
+    version: Option<&str>,
+    supervisor_bin: Option<&str>,
+) -> BTreeMap<String, String> {
+    let port = g.port.to_string();
+    let mut env: BTreeMap<String, String> = [
         ("OPENSHELL_DRIVERS", "docker".to_owned()),
         ("OPENSHELL_BIND_ADDRESS", g.bind_address.to_string()),
-        ("OPENSHELL_SERVER_PORT", g.port.to_string()),
+        ("OPENSHELL_SERVER_PORT", port.clone()),
         ("OPENSHELL_DISABLE_TLS", "true".to_owned()),
         ("OPENSHELL_DISABLE_GATEWAY_AUTH", "true".to_owned()),
         (
@@ -384,12 +408,71 @@ pub fn managed_env(g: &GatewayDesired, state_dir: &str) -> BTreeMap<String, Stri
         ),
         (
             "OPENSHELL_GRPC_ENDPOINT",
-            format!("http://127.0.0.1:{}", g.port),
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("OPENSHELL_SSH_GATEWAY_HOST", "127.0.0.1".to_owned()),
+        ("OPENSHELL_SSH_GATEWAY_PORT", port),
+        (
+            "OPENSHELL_DOCKER_NETWORK_NAME",
+            "openshell-docker".to_owned(),
+        ),
+        (
+            "OPENSHELL_DOCKER_SUPERVISOR_IMAGE",
+            format!(
+                "ghcr.io/nvidia/openshell/supervisor:{}",
+                version.unwrap_or("0.0.37")
+            ),
         ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    .collect();
+    if let Some(s) = supervisor_bin {
+        env.insert("OPENSHELL_DOCKER_SUPERVISOR_BIN".to_owned(), s.to_owned());
+    }
+    if config_mode(version) {
+        env.insert(
+            "OPENSHELL_GATEWAY_CONFIG".to_owned(),
+            format!("{state_dir}/{CONFIG_FILE}"),
+        );
+    }
+    env
+}
+
+/// The config file of a gateway that takes one: plaintext, the Docker driver with the settings
+/// above, and gateway JWT auth (which 0.0.72 requires for Docker sandboxes) with unauthenticated
+/// CLI users allowed, as a plaintext gateway has no client identity. The JWT keys live in
+/// `<state_dir>/jwt` and are made at apply time; no secret is in the plan.
+#[must_use]
+pub fn gateway_config(
+    g: &GatewayDesired,
+    state_dir: &str,
+    env: &BTreeMap<String, String>,
+) -> String {
+    let q = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut docker = vec![
+        format!(
+            "grpc_endpoint = {}",
+            q(&format!("http://127.0.0.1:{}", g.port))
+        ),
+        format!("network_name = {}", q("openshell-docker")),
+    ];
+    if let Some(s) = env.get("OPENSHELL_DOCKER_SUPERVISOR_BIN") {
+        docker.push(format!("supervisor_bin = {}", q(s)));
+    }
+    if let Some(i) = env.get("OPENSHELL_DOCKER_SUPERVISOR_IMAGE") {
+        docker.push(format!("supervisor_image = {}", q(i)));
+    }
+    format!(
+        "# Written by nemoclaw reconcile for the docker-driver gateway on port {port}.\n[openshell]\nversion = 1\n\n[openshell.gateway]\nbind_address = {bind}\ncompute_drivers = [\"docker\"]\ndisable_tls = true\n\n[openshell.gateway.auth]\nallow_unauthenticated_users = true\n\n[openshell.gateway.gateway_jwt]\nsigning_key_path = {sk}\npublic_key_path = {pk}\nkid_path = {kid}\ngateway_id = {id}\nttl_secs = 0\n\n[openshell.drivers.docker]\n{docker}\n",
+        port = g.port,
+        bind = q(&format!("{}:{}", g.bind_address, g.port)),
+        sk = q(&format!("{state_dir}/jwt/signing.pem")),
+        pk = q(&format!("{state_dir}/jwt/public.pem")),
+        kid = q(&format!("{state_dir}/jwt/kid")),
+        id = q(&format!("nemoclaw-{}", g.name)),
+        docker = docker.join("\n"),
+    )
 }
 
 /// SHA-256 of a whole env map, as `KEY=VALUE\n` lines in key order.
@@ -397,6 +480,66 @@ pub fn managed_env(g: &GatewayDesired, state_dir: &str) -> BTreeMap<String, Stri
 pub fn env_map_sha256(env: &BTreeMap<String, String>) -> String {
     let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     crate::model::sha256_hex(text.as_bytes())
+}
+
+/// A restart of the running gateway: SIGTERM, up to `gateway.stopGrace` for its own shutdown
+/// (it stops every sandbox container first), then a start with the file's settings.
+#[allow(clippy::too_many_arguments)]
+fn restart_step(
+    desired: &Desired,
+    observed: &Observed,
+    p: &crate::model::DriverProcess,
+    addr: &str,
+    reason: String,
+    blocked: Option<Blocked>,
+    target: impl Fn(Option<StopProcess>) -> Target,
+    b: &mut Builder,
+) {
+    let g = &desired.gateway;
+    // A gateway that never listened is stopped without a listener to re-check; the port must
+    // still be free before the new one starts.
+    let listening = observed.listeners.known().is_none_or(|ls| {
+        ls.iter().any(|l| {
+            l.port == g.port
+                && matches!(&l.holders, crate::model::Holders::Known { pids } if pids.contains(&p.info.pid))
+        })
+    });
+    let stop = StopProcess {
+        pid: p.info.pid,
+        start_time: p.info.start_time,
+        uid: p.info.uid,
+        cmdline: p.info.cmdline.clone(),
+        ports: if listening { vec![g.port] } else { Vec::new() },
+        wait_free: vec![g.port],
+        term_grace: g.stop_grace,
+        kill_grace: desired.cleanup.kill_grace,
+        port_free_timeout: desired.cleanup.port_free_timeout,
+    };
+    b.step(Step {
+        id: format!("restart:{addr}"),
+        address: addr.to_owned(),
+        action: Action::Restart,
+        risk: Risk::Disrupt,
+        reason,
+        depends_on: Vec::new(),
+        blocked,
+        target: target(Some(stop)),
+    });
+}
+
+/// A gateway NemoClaw's own onboarding runs with TLS (9708c264 on: `OPENSHELL_LOCAL_TLS_DIR`, a
+/// config file that is not the engine's): the two tools cannot agree on it, so it is NemoClaw's.
+fn nemoclaw_tls_gateway(p: &crate::model::DriverProcess, state_dir: &str) -> Option<String> {
+    let env = p.environ.known()?;
+    let ours = format!("{state_dir}/{CONFIG_FILE}");
+    // The environ keeps managed keys in the clear (observe/driver.rs `clear_keys`).
+    if let Some(tls) = env.get("OPENSHELL_LOCAL_TLS_DIR") {
+        return Some(format!("`OPENSHELL_LOCAL_TLS_DIR={tls}`"));
+    }
+    match env.get("OPENSHELL_GATEWAY_CONFIG") {
+        Some(c) if *c != ours => Some(format!("`OPENSHELL_GATEWAY_CONFIG={c}`")),
+        _ => None,
+    }
 }
 
 fn driver(
@@ -419,7 +562,14 @@ fn driver(
         );
         return;
     };
-    let managed = managed_env(g, &facts.state_dir);
+    let version = facts.binary_version.as_deref();
+    let managed = managed_env(
+        g,
+        &facts.state_dir,
+        version,
+        facts.supervisor_binary.as_deref(),
+    );
+    let config = config_mode(version).then(|| gateway_config(g, &facts.state_dir, &managed));
     let target = |stop: Option<StopProcess>| {
         Target::GatewayProcess(ProcessTarget {
             binary: facts.binary.clone().unwrap_or_default(),
@@ -429,6 +579,9 @@ fn driver(
             state_dir: facts.state_dir.clone(),
             wait: wait(g),
             stop,
+            config: config.clone(),
+            run_as_uid: observed.host.invoking_uid,
+            version: version.map(str::to_owned),
         })
     };
     let no_binary = facts.binary.is_none().then(|| Blocked {
@@ -450,18 +603,60 @@ fn driver(
             );
             return;
         }
+        if let Some(unit) = &p.unit {
+            b.finding(
+                &addr,
+                FindingKind::GatewayNotice,
+                format!(
+                    "gateway pid {} is run by the systemd unit `{unit}` (the OpenShell package's); the engine never kills and respawns it by hand: manage it through the unit (`systemctl --user restart {unit}`, settings in `~/.config/openshell/gateway.env`)",
+                    p.info.pid
+                ),
+            );
+            return;
+        }
+        if let Some(owner) = nemoclaw_tls_gateway(p, &facts.state_dir) {
+            b.finding(
+                &addr,
+                FindingKind::GatewayNotice,
+                format!(
+                    "gateway pid {} runs with TLS and mTLS client auth as NemoClaw's onboarding sets it up ({owner}); the engine runs plaintext gateways and leaves this one to NemoClaw rather than restart it",
+                    p.info.pid
+                ),
+            );
+            return;
+        }
         let Some(drift) = drift else {
-            if let Some(h) = &observed.gateway_health
-                && !h.tcp_open
-            {
+            let answering = observed.gateway_health.as_ref().is_none_or(|h| h.alive());
+            let old = p.age_ms.is_some_and(|a| a > g.health_timeout.0);
+            if !answering && old {
+                let detail = observed
+                    .gateway_health
+                    .as_ref()
+                    .and_then(|h| h.detail.clone())
+                    .unwrap_or_default();
+                restart_step(
+                    desired,
+                    observed,
+                    p,
+                    &addr,
+                    format!(
+                        "gateway pid {} runs but has not answered on port {} for longer than {} ({detail}); restart it and wait for it to answer",
+                        p.info.pid, g.port, g.health_timeout
+                    ),
+                    no_binary,
+                    target,
+                    b,
+                );
+            } else if !answering {
                 b.finding(
                     &addr,
-                    FindingKind::GatewayNotice,
+                    FindingKind::GatewayStarting,
                     format!(
-                        "gateway pid {} runs but port {} does not accept connections ({})",
+                        "gateway pid {} runs but does not answer on port {} yet; it started {} ago, within `gateway.healthTimeout` {}",
                         p.info.pid,
                         g.port,
-                        h.detail.clone().unwrap_or_default()
+                        p.age_ms.map_or("an unknown time".to_owned(), |a| crate::model::Millis(a).to_string()),
+                        g.health_timeout
                     ),
                 );
             }
@@ -477,27 +672,19 @@ fn driver(
                 unknown,
             ),
         };
-        let stop = StopProcess {
-            pid: p.info.pid,
-            start_time: p.info.start_time,
-            uid: p.info.uid,
-            cmdline: p.info.cmdline.clone(),
-            ports: vec![g.port],
-            wait_free: vec![g.port],
-            term_grace: desired.cleanup.term_grace,
-            kill_grace: desired.cleanup.kill_grace,
-            port_free_timeout: desired.cleanup.port_free_timeout,
-        };
-        b.step(Step {
-            id: format!("restart:{addr}"),
-            address: addr,
-            action: Action::Restart,
-            risk: Risk::Disrupt,
-            reason: format!("gateway pid {} (found through its {}) has drifted: {why}; restart it with the file's settings", p.info.pid, p.found_via),
-            depends_on: Vec::new(),
+        restart_step(
+            desired,
+            observed,
+            p,
+            &addr,
+            format!(
+                "gateway pid {} (found through its {}) has drifted: {why}; restart it with the file's settings",
+                p.info.pid, p.found_via
+            ),
             blocked,
-            target: target(Some(stop)),
-        });
+            target,
+            b,
+        );
         return;
     }
 

@@ -356,6 +356,16 @@ pub struct ProcessTarget {
     pub wait: HealthWait,
     /// For a restart: the running process to stop first.
     pub stop: Option<StopProcess>,
+    /// The config file to write first (`OPENSHELL_GATEWAY_CONFIG`), for a gateway that takes
+    /// one. Paths only; the JWT keys it names are made at apply time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// The user it runs as: the invoking user, also when the engine runs under sudo.
+    #[serde(default)]
+    pub run_as_uid: u32,
+    /// The gateway's version, for NemoClaw's `runtime.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Everything needed to stop one process safely, decided at plan time.

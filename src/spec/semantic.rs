@@ -11,8 +11,10 @@ use crate::model::{
     SandboxCreate, SandboxDesired,
 };
 
-/// Environment keys the engine sets for a `docker-driver` gateway; the file may not override them.
-pub const MANAGED_GATEWAY_ENV: [&str; 7] = [
+/// Environment keys the engine sets (or, for the last two, reads to tell whose gateway it is)
+/// for a `docker-driver` gateway; the file may not override them. NemoClaw's launch environment
+/// (3aa9a59f `src/lib/onboard.ts:3740-3775`, drift keys `:3850-3863`) plus the 0.0.72 config file.
+pub const MANAGED_GATEWAY_ENV: [&str; 14] = [
     "OPENSHELL_DRIVERS",
     "OPENSHELL_BIND_ADDRESS",
     "OPENSHELL_SERVER_PORT",
@@ -20,6 +22,13 @@ pub const MANAGED_GATEWAY_ENV: [&str; 7] = [
     "OPENSHELL_DISABLE_GATEWAY_AUTH",
     "OPENSHELL_DB_URL",
     "OPENSHELL_GRPC_ENDPOINT",
+    "OPENSHELL_SSH_GATEWAY_HOST",
+    "OPENSHELL_SSH_GATEWAY_PORT",
+    "OPENSHELL_DOCKER_NETWORK_NAME",
+    "OPENSHELL_DOCKER_SUPERVISOR_IMAGE",
+    "OPENSHELL_DOCKER_SUPERVISOR_BIN",
+    "OPENSHELL_GATEWAY_CONFIG",
+    "OPENSHELL_LOCAL_TLS_DIR",
 ];
 
 /// Resolves a structurally valid [`Spec`] into a [`Desired`], or returns every semantic problem.
@@ -434,6 +443,7 @@ fn resolve_gateway(
             bind_address: "127.0.0.1".parse().expect("literal address"),
             runtime: None,
             health_timeout: Millis(60_000),
+            stop_grace: Millis(30_000),
         };
     };
     let name = g.name.clone().unwrap_or_else(|| default_name.clone());
@@ -556,12 +566,28 @@ fn resolve_gateway(
             }
         }
     };
+    let stop_grace = match Millis::parse(&g.stop_grace) {
+        Ok(m) if m.0 > 0 && m.0 <= 600_000 => m,
+        _ => {
+            err(
+                "gateway.stopGrace",
+                format!(
+                    "`gateway.stopGrace` {} is not a duration between 1ms and 10m",
+                    g.stop_grace
+                ),
+                "a duration such as `30s`",
+                "",
+            );
+            Millis(30_000)
+        }
+    };
     GatewayDesired {
         port,
         name,
         bind_address,
         runtime: Some(runtime),
         health_timeout,
+        stop_grace,
     }
 }
 

@@ -116,6 +116,12 @@ pub struct GatewaySpec {
     #[serde(default = "default_health_timeout")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$"))]
     pub health_timeout: String,
+    /// How long a restart waits for the running `docker-driver` gateway to exit on SIGTERM
+    /// before SIGKILL. The gateway stops every sandbox container first (each with Docker's 10 s
+    /// stop timeout), so this is its own setting, not `cleanup.termGrace`.
+    #[serde(default = "default_stop_grace")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$"))]
+    pub stop_grace: String,
 }
 
 /// Reaching the gateway's k3s cluster.
@@ -341,6 +347,9 @@ fn default_agent() -> String {
 }
 fn default_health_timeout() -> String {
     "60s".to_owned()
+}
+fn default_stop_grace() -> String {
+    "30s".to_owned()
 }
 fn default_port_free_timeout() -> String {
     "2s".to_owned()

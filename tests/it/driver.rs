@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nemoclaw::observe::{self, PortState};
 
-use crate::support::text;
+use crate::support::{code, text};
 use crate::support::{nemoclaw_cmd, next_range, step_ids};
 
 fn standin() -> &'static Path {
@@ -48,12 +48,16 @@ impl Driver {
     }
 
     fn write(&self, env: &[(&str, &str)]) {
+        self.write_with(env, "  healthTimeout: 60s\n");
+    }
+
+    fn write_with(&self, env: &[(&str, &str)], gateway_extra: &str) {
         let env: String = env
             .iter()
             .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
             .collect();
         let text = format!(
-            "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\ndashboard:\n  portRange: \"41000-41010\"\ngateway:\n  runtime: docker-driver\n  port: {}\n  binary: {}\n  healthTimeout: 60s\n  env:{}\n",
+            "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\ndashboard:\n  portRange: \"41000-41010\"\ngateway:\n  runtime: docker-driver\n  port: {}\n  binary: {}\n{gateway_extra}  env:{}\n",
             self.port,
             standin().display(),
             if env.is_empty() {
@@ -183,10 +187,12 @@ fn a_gateway_that_crashes_at_start_is_reported_at_once_with_its_exit_status() {
 }
 
 #[test]
-fn a_live_gateway_on_the_port_is_adopted() {
+fn a_gateway_nemoclaw_started_is_adopted_as_converged() {
     let g = Driver::new();
     g.write(&[]);
     let state = g.state_dir();
+    // The launch environment NemoClaw 3aa9a59f gives the gateway on Linux
+    // (`src/lib/onboard.ts:3740-3775`), for a 0.0.37 gateway with no supervisor binary beside it.
     let mut child = Command::new(standin())
         .env("OPENSHELL_DRIVERS", "docker")
         .env("OPENSHELL_BIND_ADDRESS", "127.0.0.1")
@@ -200,6 +206,13 @@ fn a_live_gateway_on_the_port_is_adopted() {
         .env(
             "OPENSHELL_GRPC_ENDPOINT",
             format!("http://127.0.0.1:{}", g.port),
+        )
+        .env("OPENSHELL_SSH_GATEWAY_HOST", "127.0.0.1")
+        .env("OPENSHELL_SSH_GATEWAY_PORT", g.port.to_string())
+        .env("OPENSHELL_DOCKER_NETWORK_NAME", "openshell-docker")
+        .env(
+            "OPENSHELL_DOCKER_SUPERVISOR_IMAGE",
+            "ghcr.io/nvidia/openshell/supervisor:0.0.37",
         )
         .stderr(Stdio::null())
         .spawn()
@@ -241,4 +254,298 @@ fn a_port_held_by_something_else_blocks_the_start() {
     );
     assert_eq!(g.run(&["apply", "--yes"]).status.code(), Some(3));
     drop(other);
+}
+
+/// Starts the stand-in as the gateway the engine would have started (its managed environment,
+/// pid file in the state dir), with `extra` on top.
+fn started_by_hand(g: &Driver, extra: &[(&str, &str)]) -> std::process::Child {
+    let state = g.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    let port = g.port.to_string();
+    let mut cmd = Command::new(standin());
+    cmd.env("OPENSHELL_DRIVERS", "docker")
+        .env("OPENSHELL_BIND_ADDRESS", "127.0.0.1")
+        .env("OPENSHELL_SERVER_PORT", &port)
+        .env("OPENSHELL_DISABLE_TLS", "true")
+        .env("OPENSHELL_DISABLE_GATEWAY_AUTH", "true")
+        .env(
+            "OPENSHELL_DB_URL",
+            format!("sqlite:{}/openshell.db", state.display()),
+        )
+        .env(
+            "OPENSHELL_GRPC_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("OPENSHELL_SSH_GATEWAY_HOST", "127.0.0.1")
+        .env("OPENSHELL_SSH_GATEWAY_PORT", &port)
+        .env("OPENSHELL_DOCKER_NETWORK_NAME", "openshell-docker")
+        .env(
+            "OPENSHELL_DOCKER_SUPERVISOR_IMAGE",
+            "ghcr.io/nvidia/openshell/supervisor:0.0.37",
+        )
+        .stderr(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    std::fs::write(
+        state.join("openshell-gateway.pid"),
+        format!("{}\n", child.id()),
+    )
+    .unwrap();
+    child
+}
+
+#[test]
+fn a_gateway_that_runs_but_never_answers_is_restarted_past_its_health_timeout() {
+    let g = Driver::new();
+    g.write_with(&[], "  healthTimeout: 1s\n");
+    let mut wedged = started_by_hand(&g, &[("STANDIN_NO_LISTEN", "1")]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let plan = g.plan();
+    let restart = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["action"] == "restart")
+        .unwrap_or_else(|| panic!("a wedged gateway is restarted: {plan:#}"));
+    assert!(
+        restart["reason"]
+            .as_str()
+            .unwrap()
+            .contains("has not answered"),
+        "{restart:#}"
+    );
+    let out = g.run(&["apply", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        wedged.try_wait().unwrap().is_some(),
+        "the wedged one was stopped"
+    );
+    let again = g.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code(&again), 0, "{}", text(&again));
+}
+
+#[test]
+fn a_gateway_that_dies_after_answering_is_reported_with_its_status_and_no_secret() {
+    let g = Driver::new();
+    g.write(&[
+        ("STANDIN_DIE_AFTER_MS", "300"),
+        ("STANDIN_API_KEY", "hunter2-very-secret"),
+    ]);
+    let out = g.run(&["apply", "--yes"]);
+    assert_eq!(code(&out), 5, "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("then died (exit code 3)"), "{t}");
+    assert!(
+        t.contains("standin: dying as asked"),
+        "the log tail is shown: {t}"
+    );
+    assert!(
+        !t.contains("hunter2-very-secret"),
+        "the file's values are redacted: {t}"
+    );
+    assert!(t.contains("STANDIN_API_KEY=<redacted>"), "{t}");
+}
+
+#[test]
+fn a_restart_waits_for_the_gateways_own_shutdown() {
+    // A gateway that takes 5 s to exit on SIGTERM (the real one stops every sandbox container
+    // first) is never SIGKILLed under the default `gateway.stopGrace`.
+    let g = Driver::new();
+    g.write(&[]);
+    let state = g.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    let script = g.dir.path().join("openshell-gateway-slow");
+    std::fs::write(
+        &script,
+        "import signal, socket, sys, time\ns = socket.create_server(('127.0.0.1', int(sys.argv[1])))\ndef term(*_):\n    time.sleep(5)\n    sys.exit(0)\nsignal.signal(signal.SIGTERM, term)\nwhile True:\n    c, _ = s.accept()\n    c.recv(1024)\n    c.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\n\\r\\n')\n    c.close()\n",
+    )
+    .unwrap();
+    let mut slow = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .arg(g.port.to_string())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::fs::write(
+        state.join("openshell-gateway.pid"),
+        format!("{}\n", slow.id()),
+    )
+    .unwrap();
+    for _ in 0..100 {
+        if matches!(observe::probe_ports(&[g.port]), PortState::Busy(_)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let plan = g.plan();
+    let restart = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["action"] == "restart")
+        .unwrap_or_else(|| panic!("it runs another binary: a restart {plan:#}"));
+    assert_eq!(restart["stop_grace_ms"], 30_000, "{restart:#}");
+    let started = Instant::now();
+    let out = g.run(&["apply", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let status = slow.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "it exited by itself, not by SIGKILL: {}",
+        text(&out)
+    );
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    assert!(!text(&out).contains("after SIGKILL"), "{}", text(&out));
+}
+
+#[test]
+fn under_sudo_the_gateway_is_started_as_the_invoking_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: the sudo case is not exercised");
+        return;
+    }
+    let g = Driver::new();
+    // nobody must be able to run the binary and use the state dir the engine makes.
+    let bin_dir = tempfile::Builder::new().prefix("ncgw").tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = bin_dir.path().join("openshell-gateway");
+    std::fs::copy(standin(), &bin).unwrap();
+    let state = bin_dir.path().join("state");
+    std::fs::write(
+        g.dir.path().join("nemoclaw.yaml"),
+        format!(
+            "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\ndashboard:\n  portRange: \"41000-41010\"\ngateway:\n  runtime: docker-driver\n  port: {}\n  binary: {}\n",
+            g.port,
+            bin.display()
+        ),
+    )
+    .unwrap();
+    let out = nemoclaw_cmd(g.dir.path())
+        .env("SUDO_UID", "65534")
+        .env("NEMOCLAW_OPENSHELL_GATEWAY_STATE_DIR", &state)
+        .args(["apply", "--yes"])
+        .output()
+        .unwrap();
+    let pid: u32 = std::fs::read_to_string(state.join("openshell-gateway.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid file: {}", text(&out)));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|u| u.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(uid, "65534", "{status}");
+}
+
+/// NemoClaw's own acceptance of a running docker-driver gateway, as its code decides it, applied
+/// to what the engine started: the environment drift check of 3aa9a59f (`src/lib/onboard.ts`
+/// `:3850-3900`: every drift key with a desired value equals the process's, and the executable is
+/// the gateway binary) and the `runtime.json` schema of 9708c264
+/// (`src/lib/onboard/docker-driver-gateway-runtime-marker.ts:10-113`: every field present with its
+/// type, the env hash sha256 of the JSON of the sorted `[key, value]` pairs).
+fn nemoclaw_accepts(state: &Path, port: u16, binary: &Path) -> Result<(), String> {
+    let pid: u32 = std::fs::read_to_string(state.join("openshell-gateway.pid"))
+        .map_err(|e| e.to_string())?
+        .trim()
+        .parse()
+        .map_err(|e| format!("pid file: {e}"))?;
+    let environ: std::collections::BTreeMap<String, String> =
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .map_err(|e| e.to_string())?
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            })
+            .collect();
+    let sd = state.display();
+    let desired = [
+        ("OPENSHELL_DRIVERS", "docker".to_owned()),
+        ("OPENSHELL_BIND_ADDRESS", "127.0.0.1".to_owned()),
+        ("OPENSHELL_SERVER_PORT", port.to_string()),
+        ("OPENSHELL_DISABLE_TLS", "true".to_owned()),
+        ("OPENSHELL_DISABLE_GATEWAY_AUTH", "true".to_owned()),
+        ("OPENSHELL_DB_URL", format!("sqlite:{sd}/openshell.db")),
+        (
+            "OPENSHELL_GRPC_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("OPENSHELL_SSH_GATEWAY_HOST", "127.0.0.1".to_owned()),
+        ("OPENSHELL_SSH_GATEWAY_PORT", port.to_string()),
+        (
+            "OPENSHELL_DOCKER_NETWORK_NAME",
+            "openshell-docker".to_owned(),
+        ),
+        (
+            "OPENSHELL_DOCKER_SUPERVISOR_IMAGE",
+            "ghcr.io/nvidia/openshell/supervisor:0.0.37".to_owned(),
+        ),
+    ];
+    for (k, v) in &desired {
+        if environ.get(*k) != Some(v) {
+            return Err(format!(
+                "drift: {k} is {:?}, NemoClaw wants {v}",
+                environ.get(*k)
+            ));
+        }
+    }
+    let exe = std::fs::canonicalize(format!("/proc/{pid}/exe")).map_err(|e| e.to_string())?;
+    if exe != std::fs::canonicalize(binary).map_err(|e| e.to_string())? {
+        return Err(format!("drift: it runs {}", exe.display()));
+    }
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("runtime.json")).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let str_or_null = |k: &str| m[k].is_string() || m[k].is_null();
+    let ok = m["version"] == 1
+        && m["pid"] == pid
+        && m["driver"] == "docker"
+        && m["platform"] == "linux"
+        && m["arch"].is_string()
+        && m["endpoint"] == format!("http://127.0.0.1:{port}")
+        && m["desiredEnvHash"].is_string()
+        && str_or_null("gatewayBin")
+        && str_or_null("openshellVersion")
+        && str_or_null("dockerHost")
+        && m["createdAt"].is_string();
+    if !ok {
+        return Err(format!("runtime.json is not NemoClaw's: {m:#}"));
+    }
+    let keys: Vec<&str> = desired.iter().map(|(k, _)| *k).collect();
+    let pairs: Vec<[&str; 2]> = environ
+        .iter()
+        .filter(|(k, _)| keys.contains(&k.as_str()))
+        .map(|(k, v)| [k.as_str(), v.as_str()])
+        .collect();
+    let hash = nemoclaw::model::sha256_hex(serde_json::to_string(&pairs).unwrap().as_bytes());
+    if m["desiredEnvHash"] != hash {
+        return Err(format!(
+            "desiredEnvHash {} is not {hash}",
+            m["desiredEnvHash"]
+        ));
+    }
+    if m["gatewayBin"] != std::fs::canonicalize(binary).unwrap().display().to_string() {
+        return Err("gatewayBin is not the binary's real path".to_owned());
+    }
+    Ok(())
+}
+
+#[test]
+fn what_the_engine_starts_passes_nemoclaws_own_checks() {
+    let g = Driver::new();
+    g.write(&[]);
+    let out = g.run(&["apply", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    nemoclaw_accepts(&g.state_dir(), g.port, standin()).unwrap();
 }

@@ -181,6 +181,8 @@ fn managed(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut env = nemoclaw::plan::managed_env(
         &g,
         "/home/alice/.local/state/nemoclaw/openshell-docker-gateway",
+        None,
+        None,
     );
     for (k, v) in extra {
         env.insert((*k).to_owned(), (*v).to_owned());

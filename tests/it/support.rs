@@ -343,6 +343,7 @@ impl Host {
         self.0.gateway_health = Some(nemoclaw::model::Health {
             tcp_open: http.is_some(),
             http_status: http,
+            answered: http.is_some(),
             detail: http
                 .is_none()
                 .then(|| "connect: Connection refused (os error 111)".to_owned()),
@@ -381,7 +382,11 @@ impl Host {
                 exe: Observation::Known {
                     value: "/usr/local/bin/openshell-gateway".to_owned(),
                 },
+                unit: None,
+                age_ms: Some(3_600_000),
             }),
+            binary_version: None,
+            supervisor_binary: None,
         });
         self
     }

@@ -171,6 +171,10 @@ fn step_json(step: &Step) -> Value {
             if let Some(s) = &p.stop {
                 m.insert("pid".into(), json!(s.pid));
                 m.insert("start_time".into(), json!(s.start_time));
+                m.insert("stop_grace_ms".into(), json!(s.term_grace.0));
+            }
+            if let Some(c) = &p.config {
+                m.insert("config".into(), json!(c));
             }
         }
     }
