@@ -451,8 +451,10 @@ fn live_state<'a>(sb: &SandboxDesired, cx: &Context<'a>, legacy: bool) -> Live<'
         return Live::Running(row.phase.clone());
     }
     match (mine.is_some(), rows.is_some(), legacy) {
-        // Docker-driver sandboxes are containers: none labelled, and the CLI (if any) agrees.
-        (true, _, false) if cli.is_none() || rows.is_some() => Live::Absent,
+        // Docker-driver sandboxes are containers, which outlive their gateway: none labelled
+        // means none exists, even while the CLI cannot be asked (a gateway this plan starts or
+        // registers first). A record without a container makes the create fail; nothing is lost.
+        (true, _, false) => Live::Absent,
         (_, true, _) => Live::Absent,
         _ => Live::Unknown(match (&cx.cli, cli.map(|c| &c.sandboxes)) {
             (_, Some(Observation::Unknown { reason })) => {
