@@ -632,6 +632,14 @@ pub struct ClusterFacts {
     /// Fingerprints of the CLI's copy of the client bundle
     /// (`~/.config/openshell/gateways/<gw>/mtls/{ca.crt,tls.crt,tls.key}`), `null` when missing.
     pub cli_bundle: BTreeMap<String, Option<String>>,
+    /// When the three TLS secrets are each valid: how they fit together, `openshell` (one CA signs
+    /// both certificates) or `nemoclaw-repair` (a self-signed server certificate and a separate
+    /// client CA, as NemoClaw's #3306 repair makes them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_layout: Option<String>,
+    /// When they are each valid but do not work together: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_problem: Option<String>,
 }
 
 /// One bootstrap secret.

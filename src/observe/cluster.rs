@@ -164,10 +164,26 @@ async fn observe_inner(q: &ClusterQuery, now_s: i64) -> Result<ClusterFacts, Str
     let namespace = namespace.map_err(e("namespace"))?.is_some();
     let statefulset = namespace && statefulset.map_err(e("statefulset"))?.is_some();
     let mut secrets = BTreeMap::new();
+    let mut raw: Vec<(&str, Secret)> = Vec::new();
     for (name, s) in SECRETS.iter().zip(found) {
         let s = s.map_err(e(&format!("secret {name}")))?;
         secrets.insert((*name).to_owned(), classify(name, s.as_ref(), now_s));
+        if let Some(s) = s {
+            raw.push((name, s));
+        }
     }
+    let tls: BTreeMap<&str, &Secret> = raw.iter().map(|(n, s)| (*n, s)).collect();
+    let all_valid = [SERVER_TLS, CLIENT_CA, CLIENT_TLS]
+        .iter()
+        .all(|n| matches!(secrets.get(*n), Some(SecretFacts::Valid { .. })));
+    let (tls_layout, tls_problem) = if all_valid {
+        match tls_chain(&tls) {
+            Ok(layout) => (Some(layout.to_owned()), None),
+            Err(why) => (None, Some(why)),
+        }
+    } else {
+        (None, None)
+    };
     let pvcs = match claims {
         Ok(list) => list.items.into_iter().map(pvc).collect(),
         // A namespace that does not exist has no claims.
@@ -192,6 +208,8 @@ async fn observe_inner(q: &ClusterQuery, now_s: i64) -> Result<ClusterFacts, Str
         secrets,
         pvcs,
         cli_bundle,
+        tls_layout,
+        tls_problem,
     })
 }
 
@@ -291,7 +309,7 @@ pub fn classify(name: &str, secret: Option<&Secret>, now_s: i64) -> SecretFacts 
         return bad(format!("`ca.crt`: {why}"));
     }
     if name == SERVER_TLS {
-        let lacking: Vec<&str> = SERVER_SANS
+        let lacking: Vec<&str> = REQUIRED_SERVER_SANS
             .iter()
             .copied()
             .filter(|n| !cert.sans.iter().any(|s| s == n))
@@ -307,6 +325,73 @@ pub fn classify(name: &str, secret: Option<&Secret>, now_s: i64) -> SecretFacts 
         fingerprints,
         cert: Some(cert),
     }
+}
+
+/// The names the server certificate must cover for the CLI (`https://127.0.0.1:<port>`,
+/// `localhost`) and the pods (the service names) to reach it. The engine's own certificates also
+/// name `host.docker.internal`, as OpenShell's do; NemoClaw's #3306 repair leaves it out
+/// (9708c264 `src/lib/onboard/gateway-bootstrap.ts:81`), and a set without it still works.
+pub const REQUIRED_SERVER_SANS: [&str; 5] = [
+    "openshell",
+    "openshell.openshell.svc",
+    "openshell.openshell.svc.cluster.local",
+    "localhost",
+    "127.0.0.1",
+];
+
+/// Whether the three TLS secrets, each well formed, work together, and in which layout:
+/// the client certificate must be signed by the bundle's `ca.crt`, the server's client CA must be
+/// that same certificate, and the server certificate must be signed by it (OpenShell's layout: one
+/// CA) or be self-signed (NemoClaw's #3306 repair: a self-signed server certificate and a separate
+/// client CA). `Err` says what is broken; secrets that are missing or malformed are judged alone.
+fn tls_chain(secrets: &BTreeMap<&str, &Secret>) -> Result<&'static str, String> {
+    let data = |name: &str, key: &str| -> Option<Vec<u8>> {
+        secrets
+            .get(name)?
+            .data
+            .as_ref()?
+            .get(key)
+            .map(|b| b.0.clone())
+    };
+    let (Some(server), Some(client_ca), Some(client), Some(bundle_ca)) = (
+        data(SERVER_TLS, "tls.crt"),
+        data(CLIENT_CA, "ca.crt"),
+        data(CLIENT_TLS, "tls.crt"),
+        data(CLIENT_TLS, "ca.crt"),
+    ) else {
+        return Ok("incomplete");
+    };
+    if client_ca != bundle_ca {
+        return Err(format!(
+            "`{CLIENT_CA}` and the `ca.crt` of `{CLIENT_TLS}` differ: the server would not accept the client certificate"
+        ));
+    }
+    let parse = |pem: &[u8]| -> Result<Vec<u8>, String> {
+        x509_parser::pem::parse_x509_pem(pem)
+            .map(|(_, p)| p.contents)
+            .map_err(|_| "not PEM".to_owned())
+    };
+    let (server, ca, client) = (parse(&server)?, parse(&client_ca)?, parse(&client)?);
+    fn cert(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, String> {
+        x509_parser::parse_x509_certificate(der)
+            .map(|(_, c)| c)
+            .map_err(|e| e.to_string())
+    }
+    let (server, ca, client) = (cert(&server)?, cert(&ca)?, cert(&client)?);
+    if client.verify_signature(Some(ca.public_key())).is_err() {
+        return Err(format!(
+            "the client certificate in `{CLIENT_TLS}` is not signed by its `ca.crt`"
+        ));
+    }
+    if server.verify_signature(Some(ca.public_key())).is_ok() {
+        return Ok("openshell");
+    }
+    if server.verify_signature(None).is_ok() {
+        return Ok("nemoclaw-repair");
+    }
+    Err(format!(
+        "the server certificate in `{SERVER_TLS}` is signed neither by the client CA nor by itself"
+    ))
 }
 
 fn cert_facts(pem: &[u8], now_s: i64) -> Result<CertFacts, String> {

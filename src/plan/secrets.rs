@@ -4,11 +4,13 @@
 //! `openshell-server`, serverAuth) and the client certificate (CN `openshell-client`,
 //! clientAuth); the server's client CA is that same CA, and the client bundle's `ca.crt` is it too,
 //! so the CLI and sandbox pods verify the server with the CA that also vouches for them. This is
-//! what the OpenShell server and CLI expect; NemoClaw's repair instead makes a self-signed server
-//! certificate and a separate client CA, a PKI unlike OpenShell's (domain-facts §9). Because the
-//! CA's key is never stored in the cluster, the three TLS secrets can only be regenerated together:
-//! a missing or malformed one means a new PKI, and any still-present TLS secret it replaces makes
-//! the step a `replace`. The handshake secret is independent.
+//! what the OpenShell server and CLI expect, and what the engine generates. A set NemoClaw's
+//! repair made (a self-signed server certificate and a separate client CA) works too and is kept
+//! as it is (`ClusterFacts::tls_layout`): only a set that cannot work — missing, malformed, or
+//! not fitting together (`ClusterFacts::tls_problem`) — is regenerated. Because the CA's key is
+//! never stored in the cluster, the three TLS secrets can only be regenerated together, and any
+//! still-present TLS secret it replaces makes the step a `replace`. The handshake secret is
+//! independent.
 //!
 //! PVCs are never touched: one that belongs to no declared sandbox is a finding.
 
@@ -104,16 +106,26 @@ pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
             .map(|n| ((*n).to_owned(), state(n).fingerprints().cloned()))
             .collect()
     };
-    let describe = |name: &str| match state(name) {
-        SecretFacts::Missing => format!("`{name}` is missing"),
-        SecretFacts::Malformed { reason, .. } => format!("`{name}` is malformed ({reason})"),
-        SecretFacts::Valid { .. } => format!("`{name}` is valid"),
+    let describe = |name: &str| match (state(name), &c.tls_problem) {
+        (SecretFacts::Missing, _) => format!("`{name}` is missing"),
+        (SecretFacts::Malformed { reason, .. }, _) => {
+            format!("`{name}` is malformed ({reason})")
+        }
+        (SecretFacts::Valid { .. }, Some(why)) => {
+            format!("`{name}` does not fit the others ({why})")
+        }
+        (SecretFacts::Valid { .. }, None) => format!("`{name}` is valid"),
     };
-    let broken: Vec<&str> = TLS
-        .iter()
-        .copied()
-        .filter(|n| !matches!(state(n), SecretFacts::Valid { .. }))
-        .collect();
+    // Each secret on its own, then whether the three work together (a set NemoClaw's #3306
+    // repair made works: it is kept, never overwritten by the engine's layout).
+    let broken: Vec<&str> = if c.tls_problem.is_some() {
+        TLS.to_vec()
+    } else {
+        TLS.iter()
+            .copied()
+            .filter(|n| !matches!(state(n), SecretFacts::Valid { .. }))
+            .collect()
+    };
     let mut tls_id = None;
     if !broken.is_empty() {
         let existing: Vec<&str> = TLS

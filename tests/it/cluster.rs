@@ -529,3 +529,108 @@ fn an_unreachable_api_is_unknown_and_exits_3() {
         "{json:#}"
     );
 }
+
+/// NemoClaw's #3306 repair, made the way its script makes it (byte-identical in 3aa9a59f
+/// `src/lib/onboard.ts:4101-4137` and 9708c264 `src/lib/onboard/gateway-bootstrap.ts:63-99`):
+/// a self-signed RSA server certificate without `host.docker.internal`, and a separate client CA
+/// signing the client certificate. Returns (server.crt, server.key, client-ca.crt, client.crt,
+/// client.key); `other_ca` signs the client certificate with a CA that is not the bundle's.
+fn nemoclaw_repair(dir: &std::path::Path, other_ca: bool) -> [Vec<u8>; 5] {
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("server-ext.cnf"),
+        "subjectAltName=DNS:openshell,DNS:openshell.openshell,DNS:openshell.openshell.svc,DNS:openshell.openshell.svc.cluster.local,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client-ext.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    sh(
+        "openssl req -nodes -newkey rsa:2048 -keyout server.key -out server.csr -subj /CN=openshell.openshell.svc.cluster.local 2>/dev/null \
+        && openssl x509 -req -in server.csr -signkey server.key -out server.crt -days 3650 -sha256 -extfile server-ext.cnf 2>/dev/null \
+        && openssl req -x509 -nodes -newkey rsa:2048 -keyout client-ca.key -out client-ca.crt -subj /CN=openshell-client-ca -days 3650 2>/dev/null \
+        && openssl req -x509 -nodes -newkey rsa:2048 -keyout other-ca.key -out other-ca.crt -subj /CN=other-ca -days 3650 2>/dev/null \
+        && openssl req -nodes -newkey rsa:2048 -keyout client.key -out client.csr -subj /CN=openshell-client 2>/dev/null",
+    );
+    let signer = if other_ca { "other-ca" } else { "client-ca" };
+    sh(&format!(
+        "openssl x509 -req -in client.csr -CA {signer}.crt -CAkey {signer}.key -CAcreateserial -out client.crt -days 3650 -sha256 -extfile client-ext.cnf 2>/dev/null"
+    ));
+    [
+        "server.crt",
+        "server.key",
+        "client-ca.crt",
+        "client.crt",
+        "client.key",
+    ]
+    .map(|f| std::fs::read(dir.join(f)).unwrap())
+}
+
+#[test]
+fn nemoclaws_repaired_pki_is_kept_and_a_broken_chain_is_replaced() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(url) = url() else { return };
+    for other_ca in [false, true] {
+        let e = Env::new(&url);
+        e.bootstrapped();
+        let [scrt, skey, ca, ccrt, ckey] = nemoclaw_repair(e.dir.path(), other_ca);
+        e.put(
+            "openshell-server-tls",
+            &[("tls.crt", &scrt), ("tls.key", &skey)],
+        );
+        e.put("openshell-server-client-ca", &[("ca.crt", &ca)]);
+        e.put(
+            "openshell-client-tls",
+            &[("tls.crt", &ccrt), ("tls.key", &ckey), ("ca.crt", &ca)],
+        );
+        e.put(
+            "openshell-ssh-handshake",
+            &[("secret", b"0123456789abcdef")],
+        );
+        let plan = crate::support::plan_json(e.dir.path(), &[]);
+        let tls: Vec<&serde_json::Value> = plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["address"] == "secrets.openshell/tls")
+            .collect();
+        if other_ca {
+            assert_eq!(tls.len(), 1, "{plan:#}");
+            assert_eq!(tls[0]["action"], "replace");
+            assert!(
+                tls[0]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not signed by its `ca.crt`"),
+                "{:#}",
+                tls[0]
+            );
+        } else {
+            assert!(
+                tls.is_empty(),
+                "NemoClaw's layout works and is kept: {plan:#}"
+            );
+            let observed: serde_json::Value = serde_json::from_slice(
+                &e.run(&["observe", "-f", "nemoclaw.yaml", "-o", "json"])
+                    .stdout,
+            )
+            .unwrap();
+            assert_eq!(
+                observed["cluster"]["value"]["tls_layout"],
+                "nemoclaw-repair"
+            );
+        }
+    }
+}

@@ -42,6 +42,8 @@ fn cluster(secrets: &[(&str, SecretFacts)], namespace: bool, pvcs: Vec<PvcFacts>
         secrets: all,
         pvcs,
         cli_bundle: bundle,
+        tls_layout: None,
+        tls_problem: None,
     }
 }
 
