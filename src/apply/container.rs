@@ -113,9 +113,11 @@ async fn ensure_network_and_volume(
 ) -> Result<(), StepOutcome> {
     if !spec.network_exists {
         progress(&format!("creating network `{}`", spec.network));
+        // Attachable, as OpenShell creates it (`docker.rs:385-426`).
         let req = NetworkCreateRequest {
             name: spec.network.clone(),
             driver: Some("bridge".to_owned()),
+            attachable: Some(true),
             ..Default::default()
         };
         match docker.create_network(req).await {
@@ -174,6 +176,7 @@ async fn create_container(
     )]);
     let body = ContainerCreateBody {
         image: Some(spec.image.clone()),
+        env: Some(spec.env.clone()),
         hostname: Some(spec.hostname.clone()),
         cmd: Some(spec.cmd.clone()),
         exposed_ports: Some(vec![spec.container_port.clone()]),

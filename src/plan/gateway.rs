@@ -114,8 +114,21 @@ fn legacy(
     let desired_image = facts.images.get(image).cloned().flatten();
     let volume = facts.volumes.get(&name).cloned().flatten();
     let network_exists = matches!(facts.networks.get(&name), Some(Some(_)));
+    // OpenShell's create body (`crates/openshell-bootstrap/src/docker.rs:689-810` at the last
+    // commit with it): the registry, image and node settings the cluster entrypoint reads.
+    let mut env = vec![
+        "REGISTRY_MODE=external".to_owned(),
+        "REGISTRY_HOST=ghcr.io".to_owned(),
+        "REGISTRY_INSECURE=false".to_owned(),
+        "IMAGE_REPO_BASE=ghcr.io/nvidia/openshell".to_owned(),
+        format!("OPENSHELL_NODE_NAME={}", g.node_name()),
+    ];
+    if let Some(tag) = image_tag(image) {
+        env.push(format!("IMAGE_TAG={tag}"));
+    }
     let spec = ContainerSpec {
         image: image.to_owned(),
+        env,
         hostname: g.node_name(),
         cmd: vec![
             "server".to_owned(),
@@ -189,6 +202,24 @@ fn legacy(
         desired_image.as_ref().map(|i| i.id.as_str()),
         privileged,
     );
+    let want_ip = g.bind_address.to_string();
+    if let Some(p) = c
+        .published
+        .iter()
+        .find(|p| p.container_port == CLUSTER_PORT && p.host_port == g.port)
+        && p.host_ip != want_ip
+        && !(p.host_ip.is_empty() && want_ip == "0.0.0.0")
+    {
+        b.finding(
+            &addr,
+            FindingKind::GatewayNotice,
+            format!(
+                "container `{name}` publishes port {} on {} (as OpenShell's own bootstrap does), the file says {want_ip}; it is not recreated for that alone. Set `gateway.bindAddress` to match, or recreate it yourself",
+                g.port,
+                if p.host_ip.is_empty() { "0.0.0.0" } else { &p.host_ip }
+            ),
+        );
+    }
     match c.status.as_str() {
         "running" => {}
         "exited" | "created" => {
@@ -280,6 +311,7 @@ fn drift(
         ));
     }
     match desired_id {
+        _ if nemoclaw_patched(&c.image_ref, image) => {}
         Some(id) if id != c.image_id => out.push(format!(
             "container runs image `{}` ({}), the file wants `{image}` ({})",
             c.image_ref,
@@ -294,12 +326,13 @@ fn drift(
         }
         _ => {}
     }
-    let want_ip = g.bind_address.to_string();
-    let published = c.published.iter().any(|p| {
-        p.container_port == CLUSTER_PORT
-            && p.host_port == g.port
-            && (p.host_ip == want_ip || (p.host_ip.is_empty() && want_ip == "0.0.0.0"))
-    });
+    // The host address is not compared: OpenShell always publishes on 0.0.0.0 and the engine's
+    // default is loopback, so comparing it would replace (and disrupt) every container OpenShell
+    // or NemoClaw made. A different address is a notice (`bind_notice`).
+    let published = c
+        .published
+        .iter()
+        .any(|p| p.container_port == CLUSTER_PORT && p.host_port == g.port);
     if !published {
         let now: Vec<String> = c
             .published
@@ -307,7 +340,7 @@ fn drift(
             .map(|p| format!("{}:{}->{}", p.host_ip, p.host_port, p.container_port))
             .collect();
         out.push(format!(
-            "container publishes {}, the file wants {want_ip}:{}->{CLUSTER_PORT}",
+            "container publishes {}, the file wants port {}->{CLUSTER_PORT}",
             if now.is_empty() {
                 "nothing".to_owned()
             } else {
@@ -317,6 +350,35 @@ fn drift(
         ));
     }
     (!out.is_empty()).then(|| out.join("; "))
+}
+
+/// NemoClaw's locally patched cluster image of the wanted version
+/// (`nemoclaw-cluster:<ver>-<snapshotter>-<sha8>`, `src/lib/cluster-image-patch.ts:188-204`) is
+/// the wanted image, as far as drift goes: NemoClaw builds it on hosts whose Docker needs it.
+fn nemoclaw_patched(running: &str, wanted: &str) -> bool {
+    let Some(tag) = running.strip_prefix("nemoclaw-cluster:") else {
+        return false;
+    };
+    let Some((_, want)) = wanted.rsplit_once(':') else {
+        return false;
+    };
+    tag.strip_prefix(want)
+        .is_some_and(|rest| rest.starts_with('-') && rest.matches('-').count() >= 2)
+}
+
+/// The `IMAGE_TAG` the cluster entrypoint pins the server and supervisor images to (OpenShell
+/// `deploy/docker/cluster-entrypoint.sh:464-475`: without it they run `:latest`): the image's
+/// tag, or the version a NemoClaw-patched tag carries.
+fn image_tag(image: &str) -> Option<String> {
+    let (repo, tag) = image.rsplit_once(':')?;
+    // `registry:5000/cluster` has a port, not a tag.
+    if tag.contains('/') {
+        return None;
+    }
+    if repo.ends_with("nemoclaw-cluster") {
+        return tag.split('-').next().map(str::to_owned);
+    }
+    Some(tag.to_owned())
 }
 
 fn short(id: &str) -> &str {
@@ -851,4 +913,37 @@ fn destroy_volume(desired: &Desired, facts: Option<&DockerFacts>, volume: &str, 
         blocked,
         target: Target::Volume { name: volume.to_owned(), mountpoint: v.mountpoint.clone() },
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{image_tag, nemoclaw_patched};
+
+    #[test]
+    fn nemoclaws_patched_image_of_the_wanted_version_is_the_wanted_image() {
+        let want = "ghcr.io/nvidia/openshell/cluster:0.0.36";
+        assert!(nemoclaw_patched(
+            "nemoclaw-cluster:0.0.36-fuse-overlayfs-0a1b2c3d",
+            want
+        ));
+        assert!(nemoclaw_patched(
+            "nemoclaw-cluster:0.0.36-native-0a1b2c3d",
+            want
+        ));
+        assert!(!nemoclaw_patched(
+            "nemoclaw-cluster:0.0.35-native-0a1b2c3d",
+            want
+        ));
+        assert!(!nemoclaw_patched(
+            "nemoclaw-cluster:0.0.361-native-0a1b2c3d",
+            want
+        ));
+        assert!(!nemoclaw_patched("ghcr.io/x/cluster:0.0.36", want));
+        assert_eq!(image_tag(want).as_deref(), Some("0.0.36"));
+        assert_eq!(
+            image_tag("nemoclaw-cluster:0.0.36-native-0a1b2c3d").as_deref(),
+            Some("0.0.36")
+        );
+        assert_eq!(image_tag("localhost:5000/cluster"), None);
+    }
 }

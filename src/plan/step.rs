@@ -303,6 +303,9 @@ pub struct ContainerTarget {
 pub struct ContainerSpec {
     /// Image reference.
     pub image: String,
+    /// Environment (`KEY=VALUE`), as OpenShell's bootstrap sets it.
+    #[serde(default)]
+    pub env: Vec<String>,
     /// Hostname = the k3s node name, stable across recreation.
     pub hostname: String,
     /// Command (k3s arguments).

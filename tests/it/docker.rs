@@ -237,7 +237,72 @@ fn a_missing_gateway_is_created_with_the_spec_and_answers() {
         docker_ok(&["volume", "inspect", "--format", "{{.Name}}", &g.cluster()]),
         g.cluster()
     );
+    // OpenShell's environment: the entrypoint pins the server image to IMAGE_TAG.
+    let env = g.inspect("{{range .Config.Env}}{{.}} {{end}}");
+    for want in [
+        "IMAGE_TAG=1".to_owned(),
+        format!("OPENSHELL_NODE_NAME=openshell-{}", g.name),
+        "IMAGE_REPO_BASE=ghcr.io/nvidia/openshell".to_owned(),
+        "REGISTRY_MODE=external".to_owned(),
+    ] {
+        assert!(env.contains(&want), "{want} in {env}");
+    }
+    assert_eq!(
+        docker_ok(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{.Attachable}}",
+            &g.cluster()
+        ]),
+        "true"
+    );
     assert_eq!(code(&g.run(&["plan", "--detailed-exitcode"])), 0);
+}
+
+#[test]
+fn a_gateway_published_on_all_addresses_as_openshell_does_is_not_replaced() {
+    if !crate::support::docker_engine() {
+        return;
+    }
+    let g = Gateway::new();
+    g.write(true, IMAGE_1, "");
+    let c = g.cluster();
+    docker_ok(&["network", "create", &c]);
+    docker_ok(&["volume", "create", &c]);
+    // OpenShell's bootstrap always publishes 30051 on 0.0.0.0 (`docker.rs:608-615`).
+    let publish = format!("0.0.0.0:{}:30051", g.port);
+    let mount = format!("{c}:/var/lib/rancher/k3s");
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &c,
+        "--network",
+        &c,
+        "-p",
+        &publish,
+        "-v",
+        &mount,
+        IMAGE_1,
+        "server",
+        "--disable=traefik",
+    ]);
+    let plan = g.plan(&[]);
+    assert!(
+        !step_ids(&plan).iter().any(|s| s.starts_with("replace")),
+        "{plan:#}"
+    );
+    let notice = plan["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["address"] == format!("gateway.{}", g.name))
+        .unwrap_or_else(|| panic!("a notice: {plan:#}"));
+    assert!(
+        notice["message"].as_str().unwrap().contains("0.0.0.0"),
+        "{notice:#}"
+    );
 }
 
 #[test]
