@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, NetworkCreateRequest, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum, NetworkConnectRequest,
+    NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
@@ -220,11 +220,95 @@ pub async fn start(
             t.status.as_deref().unwrap_or("missing")
         ));
     }
+    // The gateway container (the one that waits for health) is on its own network, which
+    // OpenShell's start recreates and reconnects (`docker.rs:1152`): a network removed while it
+    // was stopped is made again and the container attached, rather than a failed start.
+    if t.wait.is_some()
+        && let Err(e) = ensure_attached(docker, &t.name, progress).await
+    {
+        return e;
+    }
     progress("starting container");
     if let Err(e) = docker.start_container(&t.name, None).await {
         return StepOutcome::Failed(format!("starting container `{}`: {e}", t.name));
     }
     wait_healthy(docker, &t.name, t.wait.as_ref(), "started", progress).await
+}
+
+/// The gateway container's network (named as the container) exists and the container is on it.
+async fn ensure_attached(
+    docker: &Docker,
+    name: &str,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<(), StepOutcome> {
+    let network_id = match docker.inspect_network(name, None).await {
+        Ok(n) => n.id,
+        Err(e) if is_not_found(&e) => {
+            progress(&format!("network `{name}` is gone; creating it again"));
+            let req = NetworkCreateRequest {
+                name: name.to_owned(),
+                driver: Some("bridge".to_owned()),
+                attachable: Some(true),
+                ..Default::default()
+            };
+            Some(
+                docker
+                    .create_network(req)
+                    .await
+                    .map_err(|e| StepOutcome::Failed(format!("creating network `{name}`: {e}")))?
+                    .id,
+            )
+        }
+        Err(e) => {
+            return Err(StepOutcome::Failed(format!(
+                "inspecting network `{name}`: {e}"
+            )));
+        }
+    };
+    let c = docker
+        .inspect_container(name, None)
+        .await
+        .map_err(|e| StepOutcome::Failed(format!("inspecting container `{name}`: {e}")))?;
+    let endpoint = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|mut n| n.remove(name));
+    // Attached to a network of that name that no longer exists (removed and made again): the
+    // old endpoint is dropped first, or the start fails with "network … not found".
+    if let Some(ep) = &endpoint
+        && ep.network_id.is_some()
+        && ep.network_id != network_id
+    {
+        progress(&format!(
+            "dropping `{name}`'s endpoint on the removed network"
+        ));
+        docker
+            .disconnect_network(
+                name,
+                bollard::models::NetworkDisconnectRequest {
+                    container: name.to_owned(),
+                    force: Some(true),
+                },
+            )
+            .await
+            .map_err(|e| StepOutcome::Failed(format!("disconnecting `{name}`: {e}")))?;
+    }
+    if endpoint.is_none() || endpoint.as_ref().and_then(|e| e.network_id.clone()) != network_id {
+        progress(&format!(
+            "connecting container `{name}` to network `{name}`"
+        ));
+        docker
+            .connect_network(
+                name,
+                NetworkConnectRequest {
+                    container: name.to_owned(),
+                    endpoint_config: None,
+                },
+            )
+            .await
+            .map_err(|e| StepOutcome::Failed(format!("connecting `{name}` to its network: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Restarts a running container and waits for the gateway to answer.

@@ -481,3 +481,28 @@ fn a_volume_in_use_by_the_declared_gateway_is_never_deleted() {
     assert_eq!(code(&out), 3, "{}", text(&out));
     assert_eq!(g.workspace_file(), "precious");
 }
+
+#[test]
+fn a_stopped_gateway_whose_network_was_removed_is_reattached_and_started() {
+    if !crate::support::docker_engine() {
+        return;
+    }
+    let g = Gateway::new();
+    g.write(true, IMAGE_1, "");
+    g.existing(IMAGE_1, false);
+    docker_ok(&["network", "rm", &g.cluster()]);
+    let out = g.run(&["apply", "--yes"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(g.inspect("{{.State.Running}}"), "true");
+    assert_eq!(g.workspace_file(), "precious", "the volume is the old one");
+    assert_eq!(
+        docker_ok(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{.Attachable}}",
+            &g.cluster()
+        ]),
+        "true"
+    );
+}
