@@ -191,6 +191,19 @@ async fn create_container(
             }),
             network_mode: Some(spec.network.clone()),
             extra_hosts: Some(spec.extra_hosts.clone()),
+            // OpenShell's legacy request (`docker.rs:53-65,652-673`): every NVIDIA GPU.
+            device_requests: spec.gpu.then(|| {
+                vec![bollard::models::DeviceRequest {
+                    driver: Some("nvidia".to_owned()),
+                    count: Some(-1),
+                    capabilities: Some(vec![vec![
+                        "gpu".to_owned(),
+                        "utility".to_owned(),
+                        "compute".to_owned(),
+                    ]]),
+                    ..Default::default()
+                }]
+            }),
             ..Default::default()
         }),
         ..Default::default()

@@ -67,6 +67,9 @@ pub enum GatewayRuntime {
         cluster: bool,
         /// A kubeconfig for the k3s API, when the file names one.
         kubeconfig: Option<String>,
+        /// `auto`, `on` or `off`: GPUs for the container.
+        #[serde(default = "gpu_auto")]
+        gpu: String,
     },
     /// A host process `openshell-gateway`.
     DockerDriver {
@@ -307,6 +310,10 @@ impl fmt::Display for Millis {
 
 fn default_stop_grace() -> Millis {
     Millis(30_000)
+}
+
+fn gpu_auto() -> String {
+    "auto".to_owned()
 }
 
 #[cfg(test)]

@@ -323,6 +323,9 @@ pub struct ContainerFacts {
     pub published: Vec<PublishedPort>,
     /// Mounts.
     pub mounts: Vec<MountFacts>,
+    /// Whether it asks Docker for GPUs (`HostConfig.DeviceRequests`).
+    #[serde(default)]
+    pub gpu: bool,
     /// Whether it runs privileged.
     #[serde(default)]
     pub privileged: bool,

@@ -226,6 +226,11 @@ pub async fn container(docker: &Docker, name: &str) -> Result<Option<ContainerFa
         image_id: c.image.unwrap_or_default(),
         published,
         mounts,
+        gpu: c
+            .host_config
+            .as_ref()
+            .and_then(|h| h.device_requests.as_ref())
+            .is_some_and(|d| !d.is_empty()),
         privileged: c.host_config.and_then(|h| h.privileged).unwrap_or(false),
     }))
 }

@@ -34,8 +34,11 @@ pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
     let facts = docker.and_then(Observation::known);
     match &desired.gateway.runtime {
         Some(GatewayRuntime::LegacyK3s {
-            image, privileged, ..
-        }) => legacy(desired, observed, facts, image, *privileged, b),
+            image,
+            privileged,
+            gpu,
+            ..
+        }) => legacy(desired, observed, facts, image, (*privileged, gpu), b),
         Some(GatewayRuntime::DockerDriver { env, .. }) => driver(desired, observed, env, b),
         None => {}
     }
@@ -76,10 +79,17 @@ fn legacy(
     observed: &Observed,
     facts: Option<&DockerFacts>,
     image: &str,
-    privileged: bool,
+    (privileged, gpu): (bool, &str),
     b: &mut Builder,
 ) {
     let g = &desired.gateway;
+    // `auto`: the host's NVIDIA devices decide; unknown devices ask for none, and an existing
+    // container's GPUs are then not called drift.
+    let gpus = match gpu {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => observed.host.nvidia_gpus.known().map(|d| !d.is_empty()),
+    };
     let name = g.cluster_name();
     let addr = address(g);
     let container_target = |id: Option<String>, status: Option<String>, spec, wait| {
@@ -126,6 +136,10 @@ fn legacy(
     if let Some(tag) = image_tag(image) {
         env.push(format!("IMAGE_TAG={tag}"));
     }
+    if gpus == Some(true) {
+        // The cluster entrypoint deploys the NVIDIA device plugin (`cluster-entrypoint.sh:384`).
+        env.push("GPU_ENABLED=true".to_owned());
+    }
     let spec = ContainerSpec {
         image: image.to_owned(),
         env,
@@ -150,6 +164,7 @@ fn legacy(
             "host.openshell.internal:host-gateway".to_owned(),
         ],
         privileged,
+        gpu: gpus == Some(true),
     };
     let image_missing = desired_image.is_none().then(|| Blocked {
         reason: format!("image `{image}` is not present in the Docker engine; the engine does not pull images: run `docker pull {image}` and plan again"),
@@ -195,13 +210,28 @@ fn legacy(
         return;
     };
 
-    let drift = drift(
+    let mut drift = drift(
         c,
         g,
         image,
         desired_image.as_ref().map(|i| i.id.as_str()),
         privileged,
     );
+    if let Some(want) = gpus
+        && want != c.gpu
+        && (gpu != "auto" || want)
+    {
+        let d = format!(
+            "container {} GPUs, the file wants {}",
+            if c.gpu { "asks for" } else { "has no" },
+            if want {
+                "them (`gateway.gpu` and the host's NVIDIA devices)"
+            } else {
+                "none"
+            }
+        );
+        drift = Some(drift.map_or(d.clone(), |x| format!("{x}; {d}")));
+    }
     let want_ip = g.bind_address.to_string();
     if let Some(p) = c
         .published

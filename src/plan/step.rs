@@ -330,6 +330,9 @@ pub struct ContainerSpec {
     pub extra_hosts: Vec<String>,
     /// Run privileged.
     pub privileged: bool,
+    /// Ask Docker for the NVIDIA GPUs (`DeviceRequests`), as OpenShell's `gateway start --gpu`.
+    #[serde(default)]
+    pub gpu: bool,
 }
 
 /// Wait until the gateway answers HTTP 200 or 401 on 127.0.0.1:`port`.

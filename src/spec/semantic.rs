@@ -521,6 +521,12 @@ fn resolve_gateway(
                 privileged: g.privileged,
                 cluster: g.cluster.is_some(),
                 kubeconfig: g.cluster.as_ref().and_then(|c| c.kubeconfig.clone()),
+                gpu: match g.gpu {
+                    super::types::GpuSpec::Auto => "auto",
+                    super::types::GpuSpec::On => "on",
+                    super::types::GpuSpec::Off => "off",
+                }
+                .to_owned(),
             }
         }
         RuntimeSpec::DockerDriver => {

@@ -102,6 +102,10 @@ pub struct GatewaySpec {
     /// reaches the API through `KUBECONFIG`, else the container's `/etc/rancher/k3s/k3s.yaml`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterSpec>,
+    /// GPUs for the `legacy-k3s` container (OpenShell's `gateway start --gpu`): `auto` (the
+    /// default) asks Docker for the NVIDIA GPUs when an NVIDIA device is observed on the host.
+    #[serde(default)]
+    pub gpu: GpuSpec,
     /// Cluster image (`legacy-k3s` only), e.g. `ghcr.io/nvidia/openshell/cluster:0.0.36`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,

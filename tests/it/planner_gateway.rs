@@ -300,3 +300,53 @@ fn markdown_comments_carry_a_banner_and_the_plan_hash() {
     snap!("markdown-no-changes", md.clone());
     assert!(!md.contains("[!") && md.contains("**No changes.**"));
 }
+
+#[test]
+fn legacy_gpus_follow_the_file_and_the_hosts_devices() {
+    use nemoclaw::plan::Target;
+    let spec = |p: &Plan| match &p.steps[0].target {
+        Target::Container(c) => c.spec.clone().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    // `auto` with an NVIDIA device: GPUs asked for, and the cluster told (GPU_ENABLED).
+    let mut o = Host::new().legacy(None, &[]).health(None).build();
+    o.host.nvidia_gpus = nemoclaw::model::Observation::Known {
+        value: vec!["/dev/nvidia0".into()],
+    };
+    let p = plan(&desired(LEGACY), &o, &PlanOptions::default());
+    let s = spec(&p);
+    assert!(
+        s.gpu && s.env.contains(&"GPU_ENABLED=true".to_owned()),
+        "{s:?}"
+    );
+    assert!(s.env.contains(&"IMAGE_TAG=2".to_owned()), "{s:?}");
+    // `auto` without: none.
+    let o = Host::new().legacy(None, &[]).health(None).build();
+    assert!(!spec(&plan(&desired(LEGACY), &o, &PlanOptions::default())).gpu);
+    // A running container without GPUs when the file says `on`: drift, a replace.
+    let o = Host::new()
+        .legacy(
+            Some(container(
+                "running",
+                "img:2",
+                "sha256:2222222222222222",
+                8080,
+            )),
+            &[],
+        )
+        .health(Some(200))
+        .build();
+    let on = format!("{LEGACY}  gpu: on\n");
+    let p = planned("legacy-gpu-drift", &desired(&on), &o, &[]);
+    assert_eq!(p.steps[0].action, Action::Replace, "{:?}", p.steps);
+    assert!(p.steps[0].reason.contains("GPUs"), "{}", p.steps[0].reason);
+    // `auto` and a container with GPUs on a host whose devices are not seen: left as is.
+    let mut c = container("running", "img:2", "sha256:2222222222222222", 8080);
+    c.gpu = true;
+    let o = Host::new().legacy(Some(c), &[]).health(Some(200)).build();
+    assert!(
+        plan(&desired(LEGACY), &o, &PlanOptions::default())
+            .steps
+            .is_empty()
+    );
+}

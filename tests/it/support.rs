@@ -286,6 +286,7 @@ pub fn container(
             destination: "/var/lib/rancher/k3s".to_owned(),
         }],
         privileged: true,
+        gpu: false,
     }
 }
 
