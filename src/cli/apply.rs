@@ -152,6 +152,24 @@ fn execute(
         });
         executor::execute(plan, &apply_context, &ui::LineReporter, &interrupted).await
     });
+    let mut report = report;
+    if let Some(more) = rt.block_on(follow_up(
+        plan,
+        desired,
+        options,
+        opts,
+        &report,
+        &interrupted,
+    )) {
+        let extra = rt.block_on(executor::execute(
+            &more,
+            &apply_context,
+            &ui::LineReporter,
+            &interrupted,
+        ));
+        report.interrupted |= extra.interrupted;
+        report.outcomes.extend(extra.outcomes);
+    }
 
     // Convergence is judged by looking again, never by trusting the steps' own reports.
     let after = planner::plan(
@@ -159,7 +177,6 @@ fn execute(
         &rt.block_on(crate::observe::observe(opts)),
         options,
     );
-    ui::print(&format!("\n{}\n", closing_line(plan, &report, &after)));
     let mut codes = vec![Exit::Ok];
     if report.interrupted {
         codes.push(Exit::Interrupted);
@@ -174,6 +191,10 @@ fn execute(
         codes.push(Exit::Blocked);
     }
     let exit = Exit::first_of(codes);
+    ui::print(&format!(
+        "\n{}\n",
+        closing_line(plan, &report, &after, exit)
+    ));
     let _ = journal.record(&journal::Event::End {
         run: journal.run().to_owned(),
         at_ms: crate::observe::now_ms(),
@@ -202,12 +223,79 @@ fn confirm(yes: bool) -> Result<(), CliError> {
     }
 }
 
-fn closing_line(plan: &Plan, report: &executor::ApplyReport, after: &Plan) -> String {
+/// The legacy gateway's bootstrap secrets cannot be observed while its k3s is down, so a plan
+/// that starts (or creates) the container cannot plan them: OpenShell's own start reconciles them
+/// once namespace `openshell` exists. So does apply: after the gateway's steps succeeded, it waits
+/// for the cluster (up to `gateway.healthTimeout`), plans again, and runs the secret steps that
+/// plan holds — creating missing secrets and writing the CLI's bundle; a `replace` still needs its
+/// `--allow`. `None` when there is nothing to follow up.
+async fn follow_up(
+    plan: &Plan,
+    desired: &Desired,
+    options: &PlanOptions,
+    opts: &crate::observe::ObserveOptions,
+    report: &executor::ApplyReport,
+    interrupted: &AtomicBool,
+) -> Option<Plan> {
+    let Some(crate::model::GatewayRuntime::LegacyK3s { cluster: true, .. }) =
+        &desired.gateway.runtime
+    else {
+        return None;
+    };
+    let gateway = format!("gateway.{}", desired.gateway.name);
+    let touched = plan.steps.iter().any(|s| {
+        s.address == gateway
+            && matches!(
+                s.action,
+                planner::Action::Create
+                    | planner::Action::Start
+                    | planner::Action::Restart
+                    | planner::Action::Replace
+            )
+    });
+    if !touched || report.any_failed() || report.any_stale() || report.interrupted {
+        return None;
+    }
+    let secrets = |s: &planner::Step| {
+        s.address.starts_with("secrets.openshell")
+            || s.address.starts_with("secret.openshell/")
+            || s.address.starts_with("mtls.")
+    };
+    if plan.steps.iter().any(|s| secrets(s) && s.blocked.is_none()) {
+        return None; // The secrets were planned already (the cluster was reachable).
+    }
+    let deadline = std::time::Instant::now() + desired.gateway.health_timeout.duration();
+    ui::eprint("waiting for the gateway's cluster to bootstrap, to reconcile its secrets\n");
+    loop {
+        if interrupted.load(Ordering::SeqCst) {
+            return None;
+        }
+        let observed = crate::observe::observe(opts).await;
+        let ready = matches!(
+            &observed.cluster,
+            Some(crate::model::Observation::Known { value }) if value.namespace && value.statefulset
+        );
+        if ready {
+            let mut next = planner::plan(desired, &observed, options);
+            next.steps
+                .retain(|s| secrets(s) || s.id.starts_with("restart:statefulset"));
+            return (!next.steps.is_empty()).then_some(next);
+        }
+        if std::time::Instant::now() >= deadline {
+            ui::eprint("the cluster did not bootstrap in time; plan again once it has\n");
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+/// The closing line, from the same facts as the exit code, so the two never disagree.
+fn closing_line(plan: &Plan, report: &executor::ApplyReport, after: &Plan, exit: Exit) -> String {
     let done = report.done();
+    let total = report.outcomes.len().max(plan.steps.len());
     let ran = format!(
-        "{done} of {} step{} done",
-        plan.steps.len(),
-        if plan.steps.len() == 1 { "" } else { "s" }
+        "{done} of {total} step{} done",
+        if total == 1 { "" } else { "s" }
     );
     if report.interrupted {
         return format!("Apply interrupted: {ran}. Run `nemoclaw plan` to see what is left.");
@@ -217,7 +305,24 @@ fn closing_line(plan: &Plan, report: &executor::ApplyReport, after: &Plan) -> St
             "Apply stopped: {ran}; the host moved since the plan (see above). Plan again and review it."
         );
     }
-    if after.is_converged() {
+    if report.any_failed() {
+        let failed = report
+            .outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, executor::StepOutcome::Failed(_)))
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>();
+        return format!(
+            "Apply failed: {ran}; {} failed ({}), see above.",
+            if failed.len() == 1 {
+                "one step"
+            } else {
+                "steps"
+            },
+            failed.join(", ")
+        );
+    }
+    if after.is_converged() && exit == Exit::Ok {
         return format!(
             "Apply complete: {ran}. The host now matches {}.",
             plan.desired.path

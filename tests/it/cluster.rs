@@ -634,3 +634,41 @@ fn nemoclaws_repaired_pki_is_kept_and_a_broken_chain_is_replaced() {
         }
     }
 }
+
+#[test]
+fn secrets_are_reconciled_in_the_same_apply_once_a_started_gateways_cluster_bootstraps() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(url) = url() else { return };
+    let e = Env::new(&url);
+    docker(&["stop", &e.container]);
+    // Stopped, and its cluster not bootstrapped: the plan can only start it.
+    let ids = e.ids(&[]);
+    assert!(
+        ids.iter().any(|i| i.starts_with("start:gateway."))
+            && !ids.iter().any(|i| i.contains("secrets")),
+        "{ids:?}"
+    );
+    let out = std::thread::scope(|s| {
+        let apply = s.spawn(|| e.run(&["apply", "--yes"]));
+        // The cluster comes up a moment after the start, as k3s does.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        e.bootstrapped();
+        apply.join().unwrap()
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("waiting for the gateway's cluster"),
+        "{}",
+        text(&out)
+    );
+    for name in [
+        "openshell-server-tls",
+        "openshell-server-client-ca",
+        "openshell-client-tls",
+        "openshell-ssh-handshake",
+    ] {
+        assert!(e.get(name).is_some(), "{name} was created: {}", text(&out));
+    }
+}
