@@ -8,7 +8,6 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
 use super::StepOutcome;
@@ -130,25 +129,9 @@ fn still_listening(p: &StopProcess) -> Option<StepOutcome> {
 /// Waits until the pidfd reports the process exited (it turns readable), or the time is up.
 async fn exited_within(pidfd: &Arc<OwnedFd>, limit: Duration) -> bool {
     let fd = Arc::clone(pidfd);
-    let waited = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = Timespec::try_from(left).unwrap_or(Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            });
-            let mut fds = [PollFd::new(&*fd, PollFlags::IN)];
-            match poll(&mut fds, Some(&timeout)) {
-                Ok(n) if n > 0 => return true,
-                Ok(_) => return false,
-                // A signal interrupted the wait: wait for the rest of the time.
-                Err(rustix::io::Errno::INTR) if !left.is_zero() => {}
-                Err(_) => return false,
-            }
-        }
-    });
-    waited.await.unwrap_or(false)
+    tokio::task::spawn_blocking(move || procfs::pidfd_exited_within(&*fd, limit))
+        .await
+        .unwrap_or(false)
 }
 
 /// The planned process is gone. If its ports are free the step's goal holds; if something else

@@ -102,6 +102,27 @@ pub fn cgroup_unit(pid: u32) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Waits up to `limit` for the process behind `pidfd` to exit (the pidfd turns readable); a
+/// signal interrupting the wait does not end it early. Blocking.
+pub fn pidfd_exited_within(pidfd: &impl std::os::fd::AsFd, limit: std::time::Duration) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = Timespec::try_from(left).unwrap_or(Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        });
+        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) => return false,
+            Err(rustix::io::Errno::INTR) if !left.is_zero() => {}
+            Err(_) => return false,
+        }
+    }
+}
+
 /// How long ago a process with start time `start_ticks` (field 22 of `/proc/PID/stat`) started.
 #[must_use]
 pub fn age_ms(start_ticks: u64) -> Option<u64> {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use nemoclaw::model::Lookup;
+use nemoclaw::model::{Lookup, PortRange};
 use nemoclaw::observe::openshell::{Run, parse};
 
 use crate::sandboxes::fixture;
@@ -131,6 +131,19 @@ fn write(dir: &Path, yaml: &str) {
     std::fs::write(dir.join("nemoclaw.yaml"), yaml).unwrap();
 }
 
+/// A home with the stand-in's gateway registered (reachable while the listener lives) and a file
+/// declaring `sandboxes` (YAML after `sandboxes:`) on the test's own port range.
+fn site(sandboxes: &str) -> (tempfile::TempDir, PortRange, std::net::TcpListener) {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = standin_gateway(dir.path(), "nemoclaw");
+    let range = next_range();
+    write(
+        dir.path(),
+        &format!("{HEAD}dashboard:\n  portRange: \"{range}\"\nsandboxes:{sandboxes}"),
+    );
+    (dir, range, gateway)
+}
+
 fn standin(dir: &Path, version: &str) -> Command {
     let mut c = Command::new(STANDIN);
     c.env("HOME", dir)
@@ -228,15 +241,8 @@ fn creates_whose_cli_never_returns_complete_once_ready_for_both_supported_versio
 
 #[test]
 fn a_sandbox_not_ready_in_time_fails_and_is_kept_with_the_command_that_deletes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let _gateway = standin_gateway(dir.path(), "nemoclaw");
-    let range = next_range();
-    write(
-        dir.path(),
-        &format!(
-            "{HEAD}dashboard:\n  portRange: \"{range}\"\nsandboxes:\n  - name: alice\n    from: img:1\n    readyTimeout: 3s\n"
-        ),
-    );
+    let (dir, _range, _gateway) =
+        site("\n  - name: alice\n    from: img:1\n    readyTimeout: 3s\n");
     let out = run(
         dir.path(),
         "0.0.72",
@@ -268,16 +274,8 @@ fn a_sandbox_not_ready_in_time_fails_and_is_kept_with_the_command_that_deletes_i
 
 #[test]
 fn a_forward_pid_file_naming_a_reused_pid_converges_in_one_apply() {
-    let dir = tempfile::tempdir().unwrap();
-    let _gateway = standin_gateway(dir.path(), "nemoclaw");
-    let range = next_range();
+    let (dir, range, _gateway) = site("\n  - name: alice\n    from: img:1\n");
     let port = range.start;
-    write(
-        dir.path(),
-        &format!(
-            "{HEAD}dashboard:\n  portRange: \"{range}\"\nsandboxes:\n  - name: alice\n    from: img:1\n"
-        ),
-    );
     let out = run(dir.path(), "0.0.72", &["apply", "--yes"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     kill_forwards(dir.path());
@@ -303,15 +301,7 @@ fn a_forward_pid_file_naming_a_reused_pid_converges_in_one_apply() {
 
 #[test]
 fn a_live_forward_whose_pid_file_is_gone_is_never_stopped() {
-    let dir = tempfile::tempdir().unwrap();
-    let _gateway = standin_gateway(dir.path(), "nemoclaw");
-    let range = next_range();
-    write(
-        dir.path(),
-        &format!(
-            "{HEAD}dashboard:\n  portRange: \"{range}\"\nsandboxes:\n  - name: alice\n    from: img:1\n"
-        ),
-    );
+    let (dir, range, _gateway) = site("\n  - name: alice\n    from: img:1\n");
     let out = run(dir.path(), "0.0.72", &["apply", "--yes"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let pid_file = dir.path().join(format!(
@@ -341,15 +331,7 @@ fn a_live_forward_whose_pid_file_is_gone_is_never_stopped() {
 
 #[test]
 fn an_unsupported_cli_blocks_and_names_the_range() {
-    let dir = tempfile::tempdir().unwrap();
-    let _gateway = standin_gateway(dir.path(), "nemoclaw");
-    let range = next_range();
-    write(
-        dir.path(),
-        &format!(
-            "{HEAD}dashboard:\n  portRange: \"{range}\"\nsandboxes:\n  - name: alice\n    from: img:1\n"
-        ),
-    );
+    let (dir, _range, _gateway) = site("\n  - name: alice\n    from: img:1\n");
     // The stand-in has no fixtures for another version: make one that only answers --version.
     let fake = dir.path().join("openshell-0.0.99");
     std::fs::write(
@@ -434,15 +416,7 @@ fn gateway_registration_runs_the_real_commands() {
 
 #[test]
 fn a_corrupt_registry_is_reported_and_left_byte_for_byte() {
-    let dir = tempfile::tempdir().unwrap();
-    let _gateway = standin_gateway(dir.path(), "nemoclaw");
-    let range = next_range();
-    write(
-        dir.path(),
-        &format!(
-            "{HEAD}dashboard:\n  portRange: \"{range}\"\nsandboxes:\n  - name: alice\n    from: img:1\n"
-        ),
-    );
+    let (dir, _range, _gateway) = site("\n  - name: alice\n    from: img:1\n");
     let reg = dir.path().join(".nemoclaw/sandboxes.json");
     std::fs::create_dir_all(reg.parent().unwrap()).unwrap();
     let corrupt = b"{\"sandboxes\": {\"alice\": ";

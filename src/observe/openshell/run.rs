@@ -14,7 +14,6 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::fs::{MemfdFlags, memfd_create};
 use rustix::process::{Pid, PidfdFlags, Signal, kill_process_group, pidfd_open};
 
@@ -98,20 +97,8 @@ impl Running {
     /// Waits up to `limit` for the CLI to exit; `Some(code)` once it has (`None` inside: a
     /// signal ended it).
     pub fn wait_for(&mut self, limit: Duration) -> Option<Option<i32>> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = Timespec::try_from(left).unwrap_or(Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            });
-            let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
-            match poll(&mut fds, Some(&timeout)) {
-                Ok(n) if n > 0 => break,
-                Ok(_) => return None,
-                Err(rustix::io::Errno::INTR) if !left.is_zero() => {}
-                Err(_) => return None,
-            }
+        if !crate::observe::procfs::pidfd_exited_within(&self.pidfd, limit) {
+            return None;
         }
         self.child.wait().ok().map(|s| s.code())
     }

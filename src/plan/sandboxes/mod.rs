@@ -364,15 +364,7 @@ fn declared(
 
 /// Says which ports of the range live OpenClaw gateways will claim, and that no sandbox gets them.
 fn derived_ports_finding(desired: &Desired, observed: &Observed, b: &mut Builder) {
-    let stopped: BTreeSet<u32> = b
-        .steps
-        .iter()
-        .filter(|s| s.action == Action::Stop && s.blocked.is_none())
-        .filter_map(|s| match &s.target {
-            Target::Process(p) => Some(p.pid),
-            _ => None,
-        })
-        .collect();
+    let stopped = ports::stopped_pids(&b.steps);
     let mut by_gateway: BTreeMap<(u32, u16), Vec<u16>> = BTreeMap::new();
     for (port, owner) in ports::openclaw_derived(observed, &stopped) {
         if desired.dashboard.contains(port) {
@@ -403,14 +395,7 @@ fn port_held_by_other(
     sandbox: &str,
     port: u16,
 ) -> Option<Blocked> {
-    let stopped: BTreeSet<u32> = steps
-        .iter()
-        .filter(|s| s.action == Action::Stop && s.blocked.is_none())
-        .filter_map(|s| match &s.target {
-            Target::Process(p) => Some(p.pid),
-            _ => None,
-        })
-        .collect();
+    let stopped = ports::stopped_pids(steps);
     let held = observed.listeners.known().is_some_and(|ls| {
         ls.iter()
             .filter(|l| l.port == port)

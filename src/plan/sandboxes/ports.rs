@@ -85,14 +85,7 @@ pub fn assign_ports(
     let mut held: BTreeSet<u16> = listeners
         .map(|ls| ls.iter().map(|l| l.port).collect())
         .unwrap_or_default();
-    let stopped: BTreeSet<u32> = steps
-        .iter()
-        .filter(|s| s.action == Action::Stop && s.blocked.is_none())
-        .filter_map(|s| match &s.target {
-            Target::Process(p) => Some(p.pid),
-            _ => None,
-        })
-        .collect();
+    let stopped = stopped_pids(steps);
     // A live OpenClaw gateway on P claims P+2 and P+10 later (browser control, extension
     // relay): they are never handed to a sandbox.
     held.extend(openclaw_derived(observed, &stopped).into_keys());
@@ -166,6 +159,19 @@ pub fn assign_ports(
         }
     }
     out
+}
+
+/// The pids this plan stops (unblocked `stop` steps).
+#[must_use]
+pub fn stopped_pids(steps: &[Step]) -> BTreeSet<u32> {
+    steps
+        .iter()
+        .filter(|s| s.action == Action::Stop && s.blocked.is_none())
+        .filter_map(|s| match &s.target {
+            Target::Process(p) => Some(p.pid),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Ports live OpenClaw gateways (those this plan does not stop) derive from their own port P:
