@@ -217,4 +217,17 @@ proptest! {
             prop_assert!(before.insert(s.id.clone()), "duplicate id {}", s.id);
         }
     }
+
+    #[test]
+    fn the_summary_counts_every_step_that_runs(c in case()) {
+        let Some((d, o)) = build(&c) else { return Ok(()) };
+        let p = plan(&d, &o, &PlanOptions::default());
+        let line = nemoclaw::plan::render::summary(&p);
+        let counted: usize = line
+            .trim_start_matches("Plan: ")
+            .split(", ")
+            .filter_map(|part| part.split_once(" to ").and_then(|(n, _)| n.parse::<usize>().ok()))
+            .sum();
+        prop_assert_eq!(counted, p.changes().count(), "{}", line);
+    }
 }

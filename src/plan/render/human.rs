@@ -211,6 +211,8 @@ pub fn summary(plan: &Plan) -> String {
             format!("{n} {many}")
         }
     };
+    // Every action a step that runs can have (`free-port` and `observe` are only ever blocked),
+    // so the counts always add up to the steps that will run.
     let verbs = [
         (Action::Create, "create"),
         (Action::Start, "start"),
@@ -218,6 +220,13 @@ pub fn summary(plan: &Plan) -> String {
         (Action::Restart, "restart"),
         (Action::Replace, "replace"),
         (Action::Delete, "delete"),
+        (Action::Register, "register"),
+        (Action::Unregister, "unregister"),
+        (Action::Forward, "forward"),
+        (Action::Select, "select"),
+        (Action::Write, "write"),
+        (Action::FreePort, "free"),
+        (Action::Observe, "observe"),
     ];
     let mut parts: Vec<String> = verbs
         .iter()
