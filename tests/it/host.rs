@@ -56,7 +56,7 @@ impl Listener {
             .arg(mode)
             .args(addrs)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         if let Some(uid) = uid {
             cmd.uid(uid).gid(uid);
         }
@@ -65,11 +65,11 @@ impl Listener {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "listener {argv0} {addrs:?} did not start"
-        );
+        if line.trim() != "ready" {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+            panic!("listener {argv0} {addrs:?} did not start: {err}");
+        }
         Self { child }
     }
 
