@@ -11,6 +11,7 @@ mod observe;
 mod plan;
 mod recovery;
 mod schema;
+mod shell;
 mod ui;
 mod validate;
 
@@ -36,6 +37,8 @@ When several apply, the first of 1, 130, 4, 5, 7, 3, 2, 0 wins. Findings never c
 Environment:
   NO_COLOR            disable colour (as does --color never)
   HOME                where ~/.nemoclaw and ~/.config/openshell are read
+  XDG_CONFIG_HOME     OpenShell's gateways and forward pid files (default ~/.config)
+  NEMOCLAW_OPENSHELL_BIN  the `openshell` CLI (default: `openshell` on PATH)
   SUDO_UID            under sudo, the user whose processes and files are managed
   NEMOCLAW_LOCK_FILE  the host lock for apply (default /run/lock/nemoclaw-apply.lock)
   DOCKER_HOST         the Docker engine (unix:///path; default /var/run/docker.sock)
@@ -89,6 +92,10 @@ enum Command {
     History(history::Args),
     /// Write a desired-state file describing this host as it is now.
     Init(init::Args),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(shell::CompletionsArgs),
+    /// Print the man page (roff): `nemoclaw man > nemoclaw.1`.
+    Man(shell::ManArgs),
 }
 
 /// Runs the CLI with these arguments and returns the process exit code.
@@ -116,6 +123,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Apply(a) => apply::run(&a, color),
         Command::History(a) => history::run(&a),
         Command::Init(a) => init::run(&a),
+        Command::Completions(a) => shell::completions(&a),
+        Command::Man(a) => shell::man(&a),
     };
     match result {
         Ok(code) => code.into(),

@@ -43,8 +43,10 @@ enum Format {
     Human,
     /// The versioned JSON plan (docs/plan-json.md).
     Json,
-    /// A pull-request comment.
+    /// A pull-request comment (with the step graph as Mermaid).
     Markdown,
+    /// The step graph for Graphviz: `nemoclaw plan -o dot | dot -Tsvg > plan.svg`.
+    Dot,
 }
 
 /// One `--allow` value: a risk class, optionally narrowed to one step's address.
@@ -121,6 +123,7 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
         Format::Human => ui::print(&render::render_human(&plan, render::Style { color })),
         Format::Json => ui::print(&render::render_json(&plan)),
         Format::Markdown => ui::print(&render::render_markdown(&plan)),
+        Format::Dot => ui::print(&render::render_dot(&plan)),
     }
     if let Some(out) = &args.out {
         save(out, &plan)?;

@@ -149,3 +149,83 @@ fn schema_command_prints_the_committed_schema() {
     .unwrap();
     assert_eq!(printed, committed);
 }
+
+#[test]
+fn completions_for_every_shell_come_from_the_clap_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef nemoclaw"),
+        ("fish", "complete -c nemoclaw"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out = nemoclaw(&["completions", shell], dir.path());
+        assert_eq!(code(&out), 0, "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(marker), "{shell}: {text}");
+        for word in ["plan", "apply", "detailed-exitcode", "allow"] {
+            assert!(text.contains(word), "{shell} completes `{word}`");
+        }
+    }
+    assert_eq!(code(&nemoclaw(&["completions", "tcsh"], dir.path())), 1);
+}
+
+#[test]
+fn man_pages_have_their_sections_and_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = nemoclaw(&["man"], dir.path());
+    assert_eq!(code(&out), 0);
+    let page = String::from_utf8_lossy(&out.stdout);
+    let sections: Vec<&str> = page.lines().filter(|l| l.starts_with(".SH ")).collect();
+    crate::snap!("man-sections", sections.join("\n"));
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH nemoclaw"),
+        "{page}"
+    );
+    for cmd in [
+        "validate",
+        "schema",
+        "observe",
+        "plan",
+        "apply",
+        "history",
+        "init",
+        "completions",
+        "man",
+    ] {
+        assert!(page.contains(cmd), "the page lists `{cmd}`");
+    }
+    let plan = nemoclaw(&["man", "plan"], dir.path());
+    assert_eq!(code(&plan), 0);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        text.contains("nemoclaw\\-plan") && text.contains("detailed\\-exitcode"),
+        "{text}"
+    );
+    assert_eq!(code(&nemoclaw(&["man", "nope"], dir.path())), 1);
+}
+
+#[test]
+fn the_step_graph_is_mermaid_in_markdown_and_dot_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let range = crate::support::next_range();
+    std::fs::write(
+        dir.path().join("nemoclaw.yaml"),
+        format!("apiVersion: nemoclaw.io/v1alpha1\nkind: Host\ndashboard:\n  portRange: \"{range}\"\ngateway:\n  runtime: docker-driver\n  binary: /nonexistent/openshell-gateway\n  port: {}\n", range.end + 1),
+    )
+    .unwrap();
+    let md = nemoclaw(&["plan", "-o", "markdown"], dir.path());
+    let md = String::from_utf8_lossy(&md.stdout).to_string();
+    assert!(md.contains("```mermaid\nflowchart TD"), "{md}");
+    assert!(
+        md.contains("(blocked)") && md.contains(":::blocked"),
+        "{md}"
+    );
+    let dot = nemoclaw(&["plan", "-o", "dot"], dir.path());
+    assert_eq!(code(&dot), 0);
+    let dot = String::from_utf8_lossy(&dot.stdout).to_string();
+    assert!(
+        dot.starts_with("digraph nemoclaw_plan {") && dot.contains("style=dashed"),
+        "{dot}"
+    );
+}

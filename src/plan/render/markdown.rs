@@ -62,6 +62,17 @@ pub fn render_markdown(plan: &Plan) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "</details>");
     let _ = writeln!(out);
+    if !plan.steps.is_empty() {
+        // The step graph, which GitHub renders: what waits for what, and what is blocked.
+        let _ = writeln!(out, "<details><summary>step graph</summary>");
+        let _ = writeln!(out);
+        let _ = writeln!(out, "```mermaid");
+        out.push_str(&super::render_mermaid(plan));
+        let _ = writeln!(out, "```");
+        let _ = writeln!(out);
+        let _ = writeln!(out, "</details>");
+        let _ = writeln!(out);
+    }
     let _ = writeln!(
         out,
         "<sub>plan sha256 `{}` · `{}` sha256 `{}` · nemoclaw {}</sub>",
