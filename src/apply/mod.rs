@@ -118,6 +118,12 @@ pub async fn execute(
             let progress = |m: &str| reporter.progress(step, m);
             run_journaled(plan, step, context, &progress, reporter).await
         };
+        tracing::info!(
+            step = %step.id,
+            outcome = outcome_kind(&outcome),
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "step finished"
+        );
         reporter.finished(step, &outcome, started.elapsed());
         report.outcomes.push((step.id.clone(), outcome));
     }
@@ -196,6 +202,15 @@ async fn run_journaled(
         });
     }
     outcome
+}
+
+fn outcome_kind(o: &StepOutcome) -> &'static str {
+    match o {
+        StepOutcome::Done(_) => "done",
+        StepOutcome::Skipped(_) => "skipped",
+        StepOutcome::Stale(_) => "stale",
+        StepOutcome::Failed(_) => "failed",
+    }
 }
 
 async fn run_step(

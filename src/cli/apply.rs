@@ -133,6 +133,7 @@ fn execute(
     });
     apply_context.journal = Some(journal.clone());
     let interrupted = Arc::new(AtomicBool::new(false));
+    let reporter = ui::TtyReporter::for_stdout();
     let report = rt.block_on(async {
         let flag = Arc::clone(&interrupted);
         tokio::spawn(async move {
@@ -150,7 +151,7 @@ fn execute(
                 }
             }
         });
-        executor::execute(plan, &apply_context, &ui::LineReporter, &interrupted).await
+        executor::execute(plan, &apply_context, reporter.as_ref(), &interrupted).await
     });
     let mut report = report;
     if let Some(more) = rt.block_on(follow_up(
@@ -164,7 +165,7 @@ fn execute(
         let extra = rt.block_on(executor::execute(
             &more,
             &apply_context,
-            &ui::LineReporter,
+            reporter.as_ref(),
             &interrupted,
         ));
         report.interrupted |= extra.interrupted;
@@ -177,20 +178,7 @@ fn execute(
         &rt.block_on(crate::observe::observe(opts)),
         options,
     );
-    let mut codes = vec![Exit::Ok];
-    if report.interrupted {
-        codes.push(Exit::Interrupted);
-    }
-    if report.any_stale() {
-        codes.push(Exit::Stale);
-    }
-    if report.any_failed() || (report.done() > 0 && after.has_changes()) {
-        codes.push(Exit::NotConverged);
-    }
-    if after.is_blocked() || plan.is_blocked() {
-        codes.push(Exit::Blocked);
-    }
-    let exit = Exit::first_of(codes);
+    let exit = exit_for(plan, &report, &after);
     ui::print(&format!(
         "\n{}\n",
         closing_line(plan, &report, &after, exit)
@@ -289,6 +277,25 @@ async fn follow_up(
     }
 }
 
+/// The exit code of an apply, from what ran and what a fresh plan shows.
+fn exit_for(plan: &Plan, report: &executor::ApplyReport, after: &Plan) -> Exit {
+    let mut codes = vec![Exit::Ok];
+    if report.interrupted {
+        codes.push(Exit::Interrupted);
+    }
+    if report.any_stale() {
+        codes.push(Exit::Stale);
+    }
+    // Changes left that a fresh plan would run: not converged, whether or not anything ran.
+    if report.any_failed() || after.has_changes() {
+        codes.push(Exit::NotConverged);
+    }
+    if after.is_blocked() || plan.is_blocked() {
+        codes.push(Exit::Blocked);
+    }
+    Exit::first_of(codes)
+}
+
 /// The closing line, from the same facts as the exit code, so the two never disagree.
 fn closing_line(plan: &Plan, report: &executor::ApplyReport, after: &Plan, exit: Exit) -> String {
     let done = report.done();
@@ -342,4 +349,85 @@ fn closing_line(plan: &Plan, report: &executor::ApplyReport, after: &Plan, exit:
     format!(
         "Apply finished: {ran}; blocked steps remain (see above) and need a person or an `--allow`."
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::StepOutcome;
+    use crate::model::DesiredSource;
+    use crate::plan::{Action, Blocked, Risk, Step, Target};
+
+    fn step(id: &str, blocked: bool) -> Step {
+        Step {
+            id: id.to_owned(),
+            address: id.to_owned(),
+            action: Action::Forward,
+            risk: Risk::Create,
+            reason: String::new(),
+            depends_on: Vec::new(),
+            blocked: blocked.then(|| Blocked {
+                reason: "x".into(),
+                allow: None,
+            }),
+            target: Target::Ports {
+                range: String::new(),
+            },
+        }
+    }
+
+    fn plan(steps: Vec<Step>) -> Plan {
+        Plan {
+            desired: DesiredSource {
+                path: "nemoclaw.yaml".into(),
+                sha256: String::new(),
+            },
+            steps,
+            findings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_closing_line_and_the_exit_code_never_disagree() {
+        let one = || plan(vec![step("a", false)]);
+        let outcomes = [
+            StepOutcome::Done("ok".into()),
+            StepOutcome::Failed("boom".into()),
+            StepOutcome::Stale("moved".into()),
+            StepOutcome::Skipped("blocked".into()),
+        ];
+        let afters = [plan(vec![]), one(), plan(vec![step("b", true)])];
+        for outcome in &outcomes {
+            for interrupted in [false, true] {
+                for after in &afters {
+                    for before in [one(), plan(vec![step("a", true)])] {
+                        let report = executor::ApplyReport {
+                            outcomes: vec![("a".into(), outcome.clone())],
+                            interrupted,
+                        };
+                        let exit = exit_for(&before, &report, after);
+                        let line = closing_line(&before, &report, after, exit);
+                        let expected = match exit {
+                            Exit::Ok => "Apply complete",
+                            Exit::Interrupted => "Apply interrupted",
+                            Exit::Stale => "Apply stopped",
+                            Exit::NotConverged if report.any_failed() => "Apply failed",
+                            Exit::NotConverged => "did not converge",
+                            Exit::Blocked => "blocked steps remain",
+                            other => panic!("apply never exits {other:?}"),
+                        };
+                        assert!(
+                            line.contains(expected),
+                            "exit {exit:?} with `{line}` ({outcome:?}, interrupted {interrupted})"
+                        );
+                        assert_eq!(
+                            line.starts_with("Apply complete"),
+                            exit == Exit::Ok,
+                            "{line}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

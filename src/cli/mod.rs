@@ -59,6 +59,10 @@ pub struct Cli {
     /// When to colour output.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
+    /// Log to stderr: `-v` each observer and step with its duration, `-vv` also every `openshell`
+    /// call. `RUST_LOG` (e.g. `RUST_LOG=nemoclaw=debug`) takes precedence.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -115,6 +119,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     };
     let color = ui::color_enabled(cli.color);
+    init_logs(cli.verbose, color);
     let result = match cli.command {
         Command::Validate(a) => validate::run(&a, color),
         Command::Schema(a) => schema::run(&a),
@@ -133,6 +138,26 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             Exit::Error.into()
         }
     }
+}
+
+/// Logs go to stderr, never stdout (which may be data): off by default, `-v` info, `-vv` debug,
+/// `-vvv` trace, or whatever `RUST_LOG` says.
+fn init_logs(verbose: u8, color: bool) {
+    use tracing_subscriber::EnvFilter;
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty());
+    let filter = match (from_env, verbose) {
+        (Some(v), _) => EnvFilter::new(v),
+        (None, 0) => return,
+        (None, 1) => EnvFilter::new("nemoclaw=info"),
+        (None, 2) => EnvFilter::new("nemoclaw=debug"),
+        (None, _) => EnvFilter::new("nemoclaw=trace"),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .with_target(false)
+        .try_init();
 }
 
 /// An error for the user: what went wrong, its causes, and how to fix it.

@@ -77,6 +77,62 @@ impl Reporter for LineReporter {
     }
 }
 
+/// On a terminal: a live spinner per running step — what it is doing now and how long it has
+/// run — replaced by the same closing line [`LineReporter`] prints. Anywhere else, plain lines.
+pub struct TtyReporter {
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl TtyReporter {
+    /// The reporter for this process's stdout.
+    #[must_use]
+    pub fn for_stdout() -> Box<dyn Reporter> {
+        if std::io::stdout().is_terminal() {
+            Box::new(Self {
+                bar: std::sync::Mutex::new(None),
+            })
+        } else {
+            Box::new(LineReporter)
+        }
+    }
+}
+
+impl Reporter for TtyReporter {
+    fn started(&self, step: &Step) {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed:>4}] {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(format!("{}: {}...", step.address, verb(step)));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        if let Ok(mut b) = self.bar.lock() {
+            *b = Some(bar);
+        }
+    }
+
+    fn progress(&self, step: &Step, message: &str) {
+        // The spinner shows the elapsed time itself; the periodic reminder is for plain output.
+        if message.starts_with("still running...") {
+            return;
+        }
+        if let Ok(b) = self.bar.lock()
+            && let Some(bar) = b.as_ref()
+        {
+            bar.set_message(format!("{}: {message}", step.address));
+        }
+    }
+
+    fn finished(&self, step: &Step, outcome: &StepOutcome, elapsed: Duration) {
+        if let Ok(mut b) = self.bar.lock()
+            && let Some(bar) = b.take()
+        {
+            bar.finish_and_clear();
+        }
+        LineReporter.finished(step, outcome, elapsed);
+    }
+}
+
 fn verb(step: &Step) -> &'static str {
     match step.action {
         crate::plan::Action::Stop => "Stopping",

@@ -162,17 +162,18 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
             if docker_query.is_empty() {
                 return None;
             }
-            Some(
-                match tokio::time::timeout(limit, docker::observe(&docker_query)).await {
-                    Ok(o) => o,
-                    Err(_) => Observation::Unknown {
-                        reason: format!(
-                            "the Docker engine did not answer within {}s",
-                            limit.as_secs()
-                        ),
-                    },
+            let started = std::time::Instant::now();
+            let o = match tokio::time::timeout(limit, docker::observe(&docker_query)).await {
+                Ok(o) => o,
+                Err(_) => Observation::Unknown {
+                    reason: format!(
+                        "the Docker engine did not answer within {}s",
+                        limit.as_secs()
+                    ),
                 },
-            )
+            };
+            observed("docker", started, None);
+            Some(o)
         },
     );
     let scan = scan.unwrap_or_else(|reason| ListenerScan {
@@ -215,7 +216,10 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
     let cluster = match &opts.cluster {
         Some(q) => {
             let now_s = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
-            Some(cluster::observe(q, now_s).await)
+            let started = std::time::Instant::now();
+            let c = cluster::observe(q, now_s).await;
+            observed("cluster", started, None);
+            Some(c)
         }
         None => None,
     };
@@ -258,13 +262,25 @@ async fn blocking<T: Send + 'static>(
     what: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
-    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
+    let started = std::time::Instant::now();
+    let out = match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(format!("the {what} observer failed: {e}")),
         Err(_) => Err(format!(
             "the {what} observer timed out after {}s",
             limit.as_secs_f32()
         )),
+    };
+    observed(what, started, out.as_ref().err());
+    out
+}
+
+/// Logs one observer's duration (`-v`), and why it failed (never a value it read).
+fn observed(what: &str, started: std::time::Instant, error: Option<&String>) {
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match error {
+        None => tracing::info!(observer = what, elapsed_ms, "observed"),
+        Some(e) => tracing::warn!(observer = what, elapsed_ms, error = %e, "observer failed"),
     }
 }
 

@@ -76,8 +76,9 @@ pub fn observe(
             .map(|l| l.port)
             .collect();
         let environ = environ(p.pid);
-        let state_dirs = state_dirs(home_of(p.uid).as_deref(), environ.known());
-        let locks = if state_dirs.is_empty() {
+        let home = home_of(p.uid);
+        let state_dirs = state_dirs(home.as_deref(), environ.known());
+        let locks = if home.is_none() && state_dirs.is_empty() {
             Observation::Unknown {
                 reason: format!("the home directory of uid {} is unknown", p.uid),
             }

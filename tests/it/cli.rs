@@ -229,3 +229,44 @@ fn the_step_graph_is_mermaid_in_markdown_and_dot_on_request() {
         "{dot}"
     );
 }
+
+#[test]
+fn verbose_logs_time_every_observer_on_stderr_and_never_print_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let range = crate::support::next_range();
+    std::fs::write(
+        dir.path().join("nemoclaw.yaml"),
+        format!("apiVersion: nemoclaw.io/v1alpha1\nkind: Host\ndashboard:\n  portRange: \"{range}\"\ngateway:\n  runtime: docker-driver\n  port: {}\n  env:\n    MY_API_KEY: sup3r-secret-value\nsandboxes:\n  - name: alice\n    from: img:1\n", range.end + 1),
+    )
+    .unwrap();
+    let out = nemoclaw(&["plan", "-o", "json", "-vv"], dir.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for observer in [
+        "listeners",
+        "registry",
+        "forwards",
+        "openshell",
+        "gateway health",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("observer=\"{observer}\""))
+                    && l.contains("elapsed_ms=")),
+            "{observer} is timed: {err}"
+        );
+    }
+    assert!(
+        err.contains("openshell") && err.contains("command=--version"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("sup3r-secret-value")
+            && !String::from_utf8_lossy(&out.stdout).contains("sup3r-secret-value")
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("stdout stays data");
+    let quiet = nemoclaw(&["plan", "-o", "json"], dir.path());
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("elapsed_ms"),
+        "no logs without -v"
+    );
+}

@@ -148,7 +148,9 @@ fn read_all(f: &File) -> String {
 /// Runs `binary args…` to completion with a time limit; on timeout the whole process group is
 /// killed and the run is an error. Blocking.
 pub fn run(binary: &str, args: &[String], env: &CliEnv, timeout: Duration) -> Result<Run, String> {
+    let started = Instant::now();
     let mut child = spawn(binary, args, env)?;
+    let _log = scopeguard(started, args);
     match child.wait_for(timeout) {
         Some(code) => {
             let (stdout, stderr) = child.output();
@@ -166,6 +168,27 @@ pub fn run(binary: &str, args: &[String], env: &CliEnv, timeout: Duration) -> Re
                 timeout.as_secs()
             ))
         }
+    }
+}
+
+/// Logs a CLI call with its duration when it ends (`-vv`): the arguments only (the engine
+/// passes no secret on an `openshell` command line), never its output.
+struct CallLog<'a> {
+    started: Instant,
+    args: &'a [String],
+}
+
+fn scopeguard(started: Instant, args: &[String]) -> CallLog<'_> {
+    CallLog { started, args }
+}
+
+impl Drop for CallLog<'_> {
+    fn drop(&mut self) {
+        tracing::debug!(
+            command = %self.args.join(" "),
+            elapsed_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "openshell"
+        );
     }
 }
 
