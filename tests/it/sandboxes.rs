@@ -514,7 +514,10 @@ fn a_gateway_unknown_to_the_cli_is_registered_before_any_sandbox_step() {
     let mut c = cli(&[], &[], Some("nemoclaw"), true);
     c.gateways = Observation::Known { value: vec![] };
     let p = planned("cli-gateway-add", &text, &with_cli(base().build(), c));
-    snap!("sandboxes-cli-gateway-add-mermaid", render::render_mermaid(&p));
+    snap!(
+        "sandboxes-cli-gateway-add-mermaid",
+        render::render_mermaid(&p)
+    );
     let add = p
         .steps
         .iter()
