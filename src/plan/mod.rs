@@ -106,12 +106,14 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Pl
 #[derive(Default)]
 struct Builder {
     steps: Vec<Step>,
+    /// Ids already in `steps`: a step planned twice is kept once (its first form).
+    ids: BTreeSet<String>,
     findings: Vec<Finding>,
 }
 
 impl Builder {
     fn step(&mut self, step: Step) {
-        if !self.steps.iter().any(|s| s.id == step.id) {
+        if self.ids.insert(step.id.clone()) {
             self.steps.push(step);
         }
     }
@@ -203,8 +205,15 @@ pub fn consent(steps: &mut [Step], options: &PlanOptions) {
 /// Orders steps so that every dependency comes first (a topological order) and, among the steps
 /// ready at each point, the least risky comes first (non-destructive first), then the one for the
 /// lowest port (the sandbox's port before strays), then by address.
+///
+/// Kahn's algorithm with a priority queue: O(n log n + edges). Dependencies on ids the plan does
+/// not hold are ignored; a cycle (which the planners never make) is broken at its least key
+/// rather than looping.
 fn order(steps: Vec<Step>) -> Vec<Step> {
-    let key = |s: &Step| {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    type Key = (Risk, u16, (String, u64), String);
+    let key = |s: &Step| -> Key {
         (
             s.risk,
             first_port(&s.target),
@@ -212,31 +221,56 @@ fn order(steps: Vec<Step>) -> Vec<Step> {
             s.id.clone(),
         )
     };
-    let mut pending: Vec<Step> = steps;
-    let mut done: BTreeSet<String> = BTreeSet::new();
-    let mut out = Vec::with_capacity(pending.len());
-    while !pending.is_empty() {
-        let ready = pending
+    let index: BTreeMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let mut waiting: Vec<usize> = vec![0; steps.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
+    for (i, s) in steps.iter().enumerate() {
+        let deps: BTreeSet<usize> = s
+            .depends_on
             .iter()
-            .enumerate()
-            .filter(|(_, s)| {
-                s.depends_on
-                    .iter()
-                    .all(|d| done.contains(d) || !pending.iter().any(|p| &p.id == d))
-            })
-            .min_by_key(|(_, s)| key(s))
-            .map(|(i, _)| i);
-        // A cycle cannot be planned; keep the rest in key order rather than loop forever.
-        let i = ready.unwrap_or_else(|| {
-            (0..pending.len())
-                .min_by_key(|i| key(&pending[*i]))
-                .unwrap_or(0)
-        });
-        let step = pending.remove(i);
-        done.insert(step.id.clone());
-        out.push(step);
+            .filter_map(|d| index.get(d.as_str()).copied())
+            .filter(|d| *d != i)
+            .collect();
+        waiting[i] = deps.len();
+        for d in deps {
+            dependents[d].push(i);
+        }
     }
-    out
+    let keys: Vec<Key> = steps.iter().map(key).collect();
+    let mut ready: BinaryHeap<Reverse<(Key, usize)>> = (0..steps.len())
+        .filter(|i| waiting[*i] == 0)
+        .map(|i| Reverse((keys[i].clone(), i)))
+        .collect();
+    let mut placed = vec![false; steps.len()];
+    let mut sequence = Vec::with_capacity(steps.len());
+    while sequence.len() < steps.len() {
+        let next = match ready.pop() {
+            Some(Reverse((_, i))) if !placed[i] => i,
+            Some(_) => continue,
+            // Only a cycle is left: take its least key.
+            None => (0..steps.len())
+                .filter(|i| !placed[*i])
+                .min_by(|a, b| keys[*a].cmp(&keys[*b]))
+                .unwrap_or(0),
+        };
+        placed[next] = true;
+        sequence.push(next);
+        for &d in &dependents[next] {
+            waiting[d] = waiting[d].saturating_sub(1);
+            if waiting[d] == 0 && !placed[d] {
+                ready.push(Reverse((keys[d].clone(), d)));
+            }
+        }
+    }
+    let mut slots: Vec<Option<Step>> = steps.into_iter().map(Some).collect();
+    sequence
+        .into_iter()
+        .filter_map(|i| slots[i].take())
+        .collect()
 }
 
 fn first_port(target: &Target) -> u16 {
