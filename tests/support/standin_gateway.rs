@@ -1,7 +1,20 @@
 //! A stand-in for `openshell-gateway` in tests (the real one is not installable in CI): listens on
-//! `$OPENSHELL_BIND_ADDRESS:$OPENSHELL_SERVER_PORT` and answers every request with HTTP 200.
-//! `--version` prints `openshell-gateway 0.0.37` (the version NemoClaw 3aa9a59f pins, configured
-//! through its environment alone). Behaviours a test asks for:
+//! `$OPENSHELL_BIND_ADDRESS:$OPENSHELL_SERVER_PORT` and answers every request with HTTP 404.
+//! Where each behaviour comes from:
+//! - the two variables are the real gateway's listen settings (recorded
+//!   `shared/reference/openshell-0.0.72/help/gw-help.piped.stdout:20,26`: `[env:
+//!   OPENSHELL_BIND_ADDRESS=]`, `[env: OPENSHELL_SERVER_PORT=]`), and NemoClaw 3aa9a59f configures
+//!   its gateway through the environment alone (`src/lib/onboard.ts:3740-3752`);
+//! - 404 to `GET /`: recorded against the real 0.0.72 gateway
+//!   (`shared/reference/openshell-0.0.72/README.md:54`), and what NemoClaw 3aa9a59f says of the
+//!   docker-driver gateway (`src/lib/onboard/gateway-tcp-readiness.ts:27-29`); the engine counts
+//!   any HTTP answer as alive;
+//! - `--version` prints one line `openshell-gateway <version>` (recorded
+//!   `shared/reference/openshell-0.0.72/help/gw-version.piped.stdout`: `openshell-gateway 0.0.72`);
+//!   the stand-in says 0.0.37, the version NemoClaw 3aa9a59f pins
+//!   (`nemoclaw-blueprint/blueprint.yaml:5-6`).
+//!
+//! Behaviours a test asks for:
 //! - `STANDIN_EXIT=<code>`: exit at once with that code, like a gateway that crashes at start;
 //! - `STANDIN_NO_LISTEN=1`: run without ever listening, like a wedged gateway;
 //! - `STANDIN_DIE_AFTER_MS=<ms>`: listen, then exit 3 that long after, like a gateway that dies
@@ -45,7 +58,7 @@ fn main() {
         if let Ok(mut s) = stream {
             let mut buf = [0u8; 1024];
             let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
     }
 }
