@@ -179,24 +179,13 @@ fn read_environ(
     keys: &BTreeSet<String>,
     clear: &BTreeSet<String>,
 ) -> Observation<BTreeMap<String, String>> {
-    match std::fs::read(format!("/proc/{pid}/environ")) {
-        Ok(raw) => Observation::Known {
-            value: raw
-                .split(|b| *b == 0)
-                .filter_map(|kv| {
-                    let kv = String::from_utf8_lossy(kv);
-                    let (k, v) = kv.split_once('=')?;
-                    let v = if clear.contains(k) {
-                        v.to_owned()
-                    } else {
-                        crate::model::fingerprint(v)
-                    };
-                    keys.contains(k).then(|| (k.to_owned(), v))
-                })
-                .collect(),
-        },
-        Err(e) => Observation::Unknown {
-            reason: format!("/proc/{pid}/environ: {e}"),
-        },
-    }
+    procfs::environ(pid, |k, v| {
+        keys.contains(k).then(|| {
+            if clear.contains(k) {
+                v.to_owned()
+            } else {
+                crate::model::fingerprint(v)
+            }
+        })
+    })
 }

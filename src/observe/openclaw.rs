@@ -75,7 +75,8 @@ pub fn observe(
             })
             .map(|l| l.port)
             .collect();
-        let environ = environ(p.pid);
+        let environ =
+            super::procfs::environ(p.pid, |k, v| ENV_KEYS.contains(&k).then(|| v.to_owned()));
         let home = home_of(p.uid);
         let state_dirs = state_dirs(home.as_deref(), environ.known());
         let locks = if home.is_none() && state_dirs.is_empty() {
@@ -101,24 +102,6 @@ pub fn observe(
         );
     }
     out
-}
-
-fn environ(pid: u32) -> Observation<BTreeMap<String, String>> {
-    match read_regular(Path::new(&format!("/proc/{pid}/environ")), 1 << 20) {
-        Ok(raw) => Observation::Known {
-            value: raw
-                .split(|b| *b == 0)
-                .filter_map(|kv| {
-                    let kv = String::from_utf8_lossy(kv);
-                    let (k, v) = kv.split_once('=')?;
-                    ENV_KEYS.contains(&k).then(|| (k.to_owned(), v.to_owned()))
-                })
-                .collect(),
-        },
-        Err(e) => Observation::Unknown {
-            reason: format!("/proc/{pid}/environ: {e}"),
-        },
-    }
 }
 
 /// The parent, when it is an OpenClaw launcher holding the gateway as its child (with

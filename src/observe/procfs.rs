@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
-use crate::model::ProcessInfo;
+use crate::model::{Observation, ProcessInfo};
 
 /// Reads one process, or `None` when it does not exist (or exited meanwhile).
 #[must_use]
@@ -88,6 +88,31 @@ pub fn redact_argv(args: Vec<String>) -> Vec<String> {
         out.push(a);
     }
     out
+}
+
+/// The variables of `/proc/<pid>/environ` that `keep` maps to a value (`None` drops one). Read
+/// bounded (1 MiB) and never through a symlink or FIFO; a process whose environment cannot be
+/// read (gone, or another user's without root) is `Unknown`, with the reason.
+pub fn environ(
+    pid: u32,
+    keep: impl Fn(&str, &str) -> Option<String>,
+) -> Observation<BTreeMap<String, String>> {
+    let path = format!("/proc/{pid}/environ");
+    match super::files::read_regular(Path::new(&path), 1 << 20) {
+        Ok(raw) => Observation::Known {
+            value: raw
+                .split(|b| *b == 0)
+                .filter_map(|kv| {
+                    let kv = String::from_utf8_lossy(kv);
+                    let (k, v) = kv.split_once('=')?;
+                    keep(k, v).map(|v| (k.to_owned(), v))
+                })
+                .collect(),
+        },
+        Err(e) => Observation::Unknown {
+            reason: format!("{path}: {e}"),
+        },
+    }
 }
 
 /// The systemd service its cgroup path ends in (`…/app.slice/openclaw-gateway.service`), if

@@ -59,21 +59,14 @@ pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
     let registered = match &cli.gateways {
         Observation::Known { value } => value,
         Observation::Unknown { reason } => {
-            b.step(Step {
-                id: format!("observe:{addr}"),
-                address: addr,
-                action: Action::Observe,
-                risk: Risk::Read,
-                reason: format!("whether the CLI knows gateway `{name}` must be known before sandboxes are managed through it"),
-                depends_on: Vec::new(),
-                blocked: Some(super::Blocked {
-                    reason: reason.clone(),
-                    allow: None,
-                }),
-                target: Target::Ports {
+            b.blocked_observe(
+                addr,
+                format!("whether the CLI knows gateway `{name}` must be known before sandboxes are managed through it"),
+                reason.clone(),
+                Target::Ports {
                     range: String::new(),
                 },
-            });
+            );
             return;
         }
     };

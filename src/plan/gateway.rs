@@ -59,19 +59,8 @@ fn wait(g: &GatewayDesired) -> HealthWait {
 }
 
 fn blocked_observe(b: &mut Builder, address: String, target: Target, why: String) {
-    b.step(Step {
-        id: format!("observe:{address}"),
-        address,
-        action: Action::Observe,
-        risk: Risk::Read,
-        reason: "the gateway's state must be known before anything is done to it".to_owned(),
-        depends_on: Vec::new(),
-        blocked: Some(Blocked {
-            reason: why,
-            allow: None,
-        }),
-        target,
-    });
+    let reason = "the gateway's state must be known before anything is done to it".to_owned();
+    b.blocked_observe(address, reason, why, target);
 }
 
 fn legacy(

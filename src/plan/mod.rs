@@ -118,6 +118,24 @@ impl Builder {
         }
     }
 
+    /// An `observe` step that cannot run: what `address` needs to be known first (`reason`) could
+    /// not be observed (`why`). Nothing that depends on that knowledge is planned beside it.
+    fn blocked_observe(&mut self, address: String, reason: String, why: String, target: Target) {
+        self.step(Step {
+            id: format!("observe:{address}"),
+            address,
+            action: Action::Observe,
+            risk: Risk::Read,
+            reason,
+            depends_on: Vec::new(),
+            blocked: Some(Blocked {
+                reason: why,
+                allow: None,
+            }),
+            target,
+        });
+    }
+
     fn finding(&mut self, address: &str, kind: FindingKind, message: String) {
         self.findings.push(Finding {
             address: address.to_owned(),

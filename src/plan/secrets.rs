@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use super::Builder;
-use super::step::{Action, Blocked, FindingKind, Risk, SecretsTarget, Step, Target};
+use super::step::{Action, FindingKind, Risk, SecretsTarget, Step, Target};
 use crate::model::{ClusterFacts, Desired, GatewayRuntime, Observation, Observed, SecretFacts};
 
 /// The TLS secrets, regenerated together.
@@ -49,22 +49,14 @@ pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
         None => return,
         Some(Observation::Unknown { reason }) => {
             b.finding("cluster", FindingKind::ClusterUnknown, format!("the gateway's k3s API could not be asked ({reason}); no secret is repaired until it can"));
-            b.step(Step {
-                id: "observe:secrets.openshell".to_owned(),
-                address: "secrets.openshell".to_owned(),
-                action: Action::Observe,
-                risk: Risk::Read,
-                reason: "the bootstrap secrets must be observed before they are repaired"
-                    .to_owned(),
-                depends_on: Vec::new(),
-                blocked: Some(Blocked {
-                    reason: reason.clone(),
-                    allow: None,
-                }),
-                target: Target::Ports {
+            b.blocked_observe(
+                "secrets.openshell".to_owned(),
+                "the bootstrap secrets must be observed before they are repaired".to_owned(),
+                reason.clone(),
+                Target::Ports {
                     range: String::new(),
                 },
-            });
+            );
             return;
         }
         Some(Observation::Known { value }) => value,
