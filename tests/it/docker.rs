@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nemoclaw::model::PortRange;
 
-use crate::support::{code, step_ids, text};
+use crate::support::{code, step_ids, step_with_action, text};
 use crate::support::{nemoclaw_cmd, next_range};
 
 const IMAGE_1: &str = "nemoclaw-test/busybox:1";
@@ -137,6 +137,17 @@ impl Gateway {
         ])
     }
 
+    /// Whether the gateway's network takes other containers (`docker network inspect`).
+    fn network_attachable(&self) -> String {
+        docker_ok(&[
+            "network",
+            "inspect",
+            "--format",
+            "{{.Attachable}}",
+            &self.cluster(),
+        ])
+    }
+
     fn inspect(&self, format: &str) -> String {
         docker_ok(&[
             "inspect",
@@ -247,16 +258,7 @@ fn a_missing_gateway_is_created_with_the_spec_and_answers() {
     ] {
         assert!(env.contains(&want), "{want} in {env}");
     }
-    assert_eq!(
-        docker_ok(&[
-            "network",
-            "inspect",
-            "--format",
-            "{{.Attachable}}",
-            &g.cluster()
-        ]),
-        "true"
-    );
+    assert_eq!(g.network_attachable(), "true");
     assert_eq!(code(&g.run(&["plan", "--detailed-exitcode"])), 0);
 }
 
@@ -467,12 +469,7 @@ fn a_volume_in_use_by_the_declared_gateway_is_never_deleted() {
         &format!("destroy:\n  volumes: [{}]\n", g.cluster()),
     );
     let plan = g.plan(&["--allow", "destroy"]);
-    let delete = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["action"] == "delete")
-        .unwrap();
+    let delete = step_with_action(&plan, "delete").unwrap();
     assert!(
         delete["blocked"]["allow"].is_null(),
         "no flag unblocks it: {delete:#}"
@@ -495,14 +492,5 @@ fn a_stopped_gateway_whose_network_was_removed_is_reattached_and_started() {
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert_eq!(g.inspect("{{.State.Running}}"), "true");
     assert_eq!(g.workspace_file(), "precious", "the volume is the old one");
-    assert_eq!(
-        docker_ok(&[
-            "network",
-            "inspect",
-            "--format",
-            "{{.Attachable}}",
-            &g.cluster()
-        ]),
-        "true"
-    );
+    assert_eq!(g.network_attachable(), "true");
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nemoclaw::observe::{self, PortState};
 
 use crate::support::{code, text};
-use crate::support::{nemoclaw_cmd, next_range, step_ids};
+use crate::support::{nemoclaw_cmd, next_range, step_ids, step_with_action};
 
 fn standin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -190,39 +190,9 @@ fn a_gateway_that_crashes_at_start_is_reported_at_once_with_its_exit_status() {
 fn a_gateway_nemoclaw_started_is_adopted_as_converged() {
     let g = Driver::new();
     g.write(&[]);
-    let state = g.state_dir();
-    // The launch environment NemoClaw 3aa9a59f gives the gateway on Linux
-    // (`src/lib/onboard.ts:3740-3775`), for a 0.0.37 gateway with no supervisor binary beside it.
-    let mut child = Command::new(standin())
-        .env("OPENSHELL_DRIVERS", "docker")
-        .env("OPENSHELL_BIND_ADDRESS", "127.0.0.1")
-        .env("OPENSHELL_SERVER_PORT", g.port.to_string())
-        .env("OPENSHELL_DISABLE_TLS", "true")
-        .env("OPENSHELL_DISABLE_GATEWAY_AUTH", "true")
-        .env(
-            "OPENSHELL_DB_URL",
-            format!("sqlite:{}/openshell.db", state.display()),
-        )
-        .env(
-            "OPENSHELL_GRPC_ENDPOINT",
-            format!("http://127.0.0.1:{}", g.port),
-        )
-        .env("OPENSHELL_SSH_GATEWAY_HOST", "127.0.0.1")
-        .env("OPENSHELL_SSH_GATEWAY_PORT", g.port.to_string())
-        .env("OPENSHELL_DOCKER_NETWORK_NAME", "openshell-docker")
-        .env(
-            "OPENSHELL_DOCKER_SUPERVISOR_IMAGE",
-            "ghcr.io/nvidia/openshell/supervisor:0.0.37",
-        )
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if matches!(observe::probe_ports(&[g.port]), PortState::Busy(_)) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // No pid file: NemoClaw's own launch, found only by the port it holds.
+    let mut child = nemoclaw_launch(&g).spawn().unwrap();
+    wait_listening(g.port);
     let plan = g.plan();
     assert!(
         step_ids(&plan).is_empty(),
@@ -256,11 +226,10 @@ fn a_port_held_by_something_else_blocks_the_start() {
     drop(other);
 }
 
-/// Starts the stand-in as the gateway the engine would have started (its managed environment,
-/// pid file in the state dir), with `extra` on top.
-fn started_by_hand(g: &Driver, extra: &[(&str, &str)]) -> std::process::Child {
+/// The stand-in, with the launch environment NemoClaw 3aa9a59f gives the gateway on Linux
+/// (`src/lib/onboard.ts:3740-3775`), for a 0.0.37 gateway with no supervisor binary beside it.
+fn nemoclaw_launch(g: &Driver) -> Command {
     let state = g.state_dir();
-    std::fs::create_dir_all(&state).unwrap();
     let port = g.port.to_string();
     let mut cmd = Command::new(standin());
     cmd.env("OPENSHELL_DRIVERS", "docker")
@@ -284,6 +253,25 @@ fn started_by_hand(g: &Driver, extra: &[(&str, &str)]) -> std::process::Child {
             "ghcr.io/nvidia/openshell/supervisor:0.0.37",
         )
         .stderr(Stdio::null());
+    cmd
+}
+
+/// Waits (up to 2 s) for something to listen on `port`.
+fn wait_listening(port: u16) {
+    for _ in 0..100 {
+        if matches!(observe::probe_ports(&[port]), PortState::Busy(_)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts the stand-in as the gateway the engine would have started (its managed environment,
+/// pid file in the state dir), with `extra` on top.
+fn started_by_hand(g: &Driver, extra: &[(&str, &str)]) -> std::process::Child {
+    let state = g.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    let mut cmd = nemoclaw_launch(g);
     for (k, v) in extra {
         cmd.env(k, v);
     }
@@ -303,11 +291,7 @@ fn a_gateway_that_runs_but_never_answers_is_restarted_past_its_health_timeout() 
     let mut wedged = started_by_hand(&g, &[("STANDIN_NO_LISTEN", "1")]);
     std::thread::sleep(Duration::from_millis(1500));
     let plan = g.plan();
-    let restart = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["action"] == "restart")
+    let restart = step_with_action(&plan, "restart")
         .unwrap_or_else(|| panic!("a wedged gateway is restarted: {plan:#}"));
     assert!(
         restart["reason"]
@@ -373,18 +357,9 @@ fn a_restart_waits_for_the_gateways_own_shutdown() {
         format!("{}\n", slow.id()),
     )
     .unwrap();
-    for _ in 0..100 {
-        if matches!(observe::probe_ports(&[g.port]), PortState::Busy(_)) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(g.port);
     let plan = g.plan();
-    let restart = plan["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["action"] == "restart")
+    let restart = step_with_action(&plan, "restart")
         .unwrap_or_else(|| panic!("it runs another binary: a restart {plan:#}"));
     assert_eq!(restart["stop_grace_ms"], 30_000, "{restart:#}");
     let started = Instant::now();

@@ -12,7 +12,9 @@ use nemoclaw::model::{Lookup, PortRange};
 use nemoclaw::observe::openshell::{Run, parse};
 
 use crate::sandboxes::fixture;
-use crate::support::{STANDIN, kill_forwards, nemoclaw_cmd, next_range, standin_gateway, text};
+use crate::support::{
+    STANDIN, kill_forwards, nemoclaw_cmd, next_range, standin_gateway, step_with_action, text,
+};
 
 const HEAD: &str = "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\n";
 
@@ -473,12 +475,7 @@ fn a_stopped_sandbox_container_is_started() {
     );
     let out = run(dir.path(), "0.0.72", &["plan", "-o", "json"], &[]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let start = json["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["action"] == "start")
-        .expect("a start step");
+    let start = step_with_action(&json, "start").expect("a start step");
     assert_eq!(start["container"], container);
     let out = run(dir.path(), "0.0.72", &["apply", "--yes"], &[]);
     let running = String::from_utf8_lossy(

@@ -282,18 +282,7 @@ fn markdown_comments_carry_a_banner_and_the_plan_hash() {
 
     let quiet = plan(
         &desired(LEGACY),
-        &Host::new()
-            .legacy(
-                Some(container(
-                    "running",
-                    "img:2",
-                    "sha256:2222222222222222",
-                    8080,
-                )),
-                &[],
-            )
-            .health(Some(200))
-            .build(),
+        &Host::legacy_converged().build(),
         &PlanOptions::default(),
     );
     let md = render::render_markdown(&quiet);
@@ -324,18 +313,7 @@ fn legacy_gpus_follow_the_file_and_the_hosts_devices() {
     let o = Host::new().legacy(None, &[]).health(None).build();
     assert!(!spec(&plan(&desired(LEGACY), &o, &PlanOptions::default())).gpu);
     // A running container without GPUs when the file says `on`: drift, a replace.
-    let o = Host::new()
-        .legacy(
-            Some(container(
-                "running",
-                "img:2",
-                "sha256:2222222222222222",
-                8080,
-            )),
-            &[],
-        )
-        .health(Some(200))
-        .build();
+    let o = Host::legacy_converged().build();
     let on = format!("{LEGACY}  gpu: on\n");
     let p = planned("legacy-gpu-drift", &desired(&on), &o, &[]);
     assert_eq!(p.steps[0].action, Action::Replace, "{:?}", p.steps);

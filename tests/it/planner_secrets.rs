@@ -7,7 +7,7 @@ use nemoclaw::model::{ClusterFacts, Observation, Observed, PvcFacts, SecretFacts
 use nemoclaw::plan::{Action, PlanOptions, Risk, plan, render};
 
 use crate::snap;
-use crate::support::{Host, container, desired};
+use crate::support::{Host, desired};
 
 const LEGACY: &str = "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\ngateway:\n  runtime: legacy-k3s\n  image: img:2\n  cluster: {}\nsandboxes:\n  - name: alice\n    dashboardPort: 18789\n";
 
@@ -48,18 +48,7 @@ fn cluster(secrets: &[(&str, SecretFacts)], namespace: bool, pvcs: Vec<PvcFacts>
 }
 
 fn observed(c: Observation<ClusterFacts>) -> Observed {
-    let mut o = Host::new()
-        .legacy(
-            Some(container(
-                "running",
-                "img:2",
-                "sha256:2222222222222222",
-                8080,
-            )),
-            &[],
-        )
-        .health(Some(200))
-        .build();
+    let mut o = Host::legacy_converged().build();
     o.cluster = Some(c);
     o
 }

@@ -291,6 +291,22 @@ pub fn container(
 }
 
 impl Host {
+    /// A host whose legacy gateway matches the file exactly: running the desired image on port
+    /// 8080 and answering HTTP 200.
+    pub fn legacy_converged() -> Self {
+        Host::new()
+            .legacy(
+                Some(container(
+                    "running",
+                    "img:2",
+                    "sha256:2222222222222222",
+                    8080,
+                )),
+                &[],
+            )
+            .health(Some(200))
+    }
+
     /// Docker facts for the legacy gateway `nemoclaw`: the container (or none), its volume and
     /// network, and the desired image `img:2` (id `sha256:2222…`).
     pub fn legacy(
@@ -476,6 +492,18 @@ pub fn plan_json(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
     let out = nemoclaw_cmd(dir).args(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The first step of a JSON plan with `action`, if any.
+pub fn step_with_action<'a>(
+    plan: &'a serde_json::Value,
+    action: &str,
+) -> Option<&'a serde_json::Value> {
+    plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["action"] == action)
 }
 
 /// The ids of a JSON plan's steps, in order.
