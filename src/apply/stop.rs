@@ -51,6 +51,25 @@ pub async fn run(p: &StopProcess, progress: &(dyn Fn(&str) + Send + Sync)) -> St
             p.cmdline.join(" ")
         ));
     }
+    // Whatever the plan says: never this process or one of its ancestors, as they are now (a
+    // shell that runs apply can hold the port it frees), and never a grace beyond the file's limit.
+    let me = std::process::id();
+    if p.pid == me || procfs::ancestors(me).contains(&p.pid) {
+        return StepOutcome::Failed(format!(
+            "pid {} is this engine or one of its ancestors; it was not signalled",
+            p.pid
+        ));
+    }
+    if [p.term_grace, p.kill_grace, p.port_free_timeout]
+        .iter()
+        .any(|g| g.0 > crate::model::Millis::MAX.0)
+    {
+        return StepOutcome::Failed(format!(
+            "a wait of more than {} ms is not a plan the engine makes; pid {} was not signalled",
+            crate::model::Millis::MAX.0,
+            p.pid
+        ));
+    }
     // A process planned without ports (a gateway that never listened) has no listener to check.
     if !p.ports.is_empty()
         && let Some(stale) = still_listening(p)

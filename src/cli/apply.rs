@@ -80,13 +80,13 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
     // anything destructive.
     let hold = recovery::review(journal.path(), &observed, Some(&journal));
     let options = super::plan::options(&args.allow, hold);
+    let fresh = planner::plan(&desired, &observed, &options);
     let plan = match saved {
-        Some(s) => {
-            let mut plan = s.plan;
-            planner::consent(&mut plan.steps, &options);
-            plan
-        }
-        None => planner::plan(&desired, &observed, &options),
+        Some(s) => match rederive_saved(&s.plan, &fresh, &desired, &observed, color) {
+            Ok(plan) => plan,
+            Err(exit) => return Ok(exit),
+        },
+        None => fresh,
     };
     let style = render::Style { color };
     ui::print(&render::render_human(&plan, style));
@@ -99,6 +99,64 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
     }
     confirm(args.yes)?;
     execute(&rt, &plan, &desired, &options, journal, &opts)
+}
+
+/// A saved plan is never obeyed as written: it is planned afresh, and only steps the fresh plan
+/// holds identically run (see [`crate::plan::saved::rederive`]). Anything else refuses the whole
+/// plan, naming each step and why: exit 4 when the host moved, 1 when a step could not have come
+/// from the planner.
+fn rederive_saved(
+    saved: &Plan,
+    fresh: &Plan,
+    desired: &Desired,
+    observed: &crate::model::Observed,
+    color: bool,
+) -> Result<Plan, Exit> {
+    use crate::plan::saved::{Mismatch, rederive};
+    match rederive(saved, fresh, desired, observed) {
+        Ok(r) => {
+            if !r.unreviewed.is_empty() {
+                ui::eprint(&format!(
+                    "Note: a fresh plan also has {} step(s) the saved plan does not ({}); they are not applied. Plan again to review them.\n",
+                    r.unreviewed.len(),
+                    r.unreviewed.join(", ")
+                ));
+            }
+            Ok(r.plan)
+        }
+        Err(mismatches) => {
+            let forged = mismatches
+                .iter()
+                .any(|m| matches!(m, Mismatch::Refused { .. }));
+            let lines: Vec<String> = mismatches
+                .iter()
+                .map(|m| match m {
+                    Mismatch::Stale { step, why } => format!("  {step}: stale: {why}"),
+                    Mismatch::Refused { step, why } => {
+                        format!("  {step}: refused: the planner never makes this step: {why}")
+                    }
+                })
+                .collect();
+            let (head, hint, exit) = if forged {
+                (
+                    "the saved plan holds steps no plan of this file could hold; nothing was applied",
+                    "the plan was edited or forged: plan again with `nemoclaw plan --out PLAN` and review it",
+                    Exit::Error,
+                )
+            } else {
+                (
+                    "the host changed since the plan was saved; nothing was applied",
+                    "run `nemoclaw plan --out PLAN` again and review the new plan",
+                    Exit::Stale,
+                )
+            };
+            ui::print_error(
+                &CliError::new(format!("{head}:\n{}", lines.join("\n"))).hint(hint),
+                color,
+            );
+            Err(exit)
+        }
+    }
 }
 
 fn load_saved(path: &std::path::Path) -> Result<SavedPlan, CliError> {
@@ -135,10 +193,20 @@ fn execute(
     let interrupted = Arc::new(AtomicBool::new(false));
     let reporter = ui::TtyReporter::for_stdout();
     let report = rt.block_on(async {
+        // Registered before the first step (a handler installed lazily misses an early signal,
+        // whose default action kills the process mid-step). SIGTERM means what Ctrl-C means.
+        let signals = interrupt_signals();
         let flag = Arc::clone(&interrupted);
         tokio::spawn(async move {
+            let Ok((mut int, mut term)) = signals else {
+                return;
+            };
             let mut count = 0;
-            while tokio::signal::ctrl_c().await.is_ok() {
+            loop {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
                 count += 1;
                 if count == 1 {
                     flag.store(true, Ordering::SeqCst);
@@ -154,6 +222,8 @@ fn execute(
         executor::execute(plan, &apply_context, reporter.as_ref(), &interrupted).await
     });
     let mut report = report;
+    // An interrupt during the last step started nothing less, but it still arrived: exit 130.
+    report.interrupted |= interrupted.load(Ordering::SeqCst);
     if let Some(more) = rt.block_on(follow_up(
         plan,
         desired,
@@ -189,6 +259,16 @@ fn execute(
         exit: exit as u8,
     });
     Ok(exit)
+}
+
+type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);
+
+fn interrupt_signals() -> std::io::Result<Signals> {
+    use tokio::signal::unix::{SignalKind, signal};
+    Ok((
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::terminate())?,
+    ))
 }
 
 fn confirm(yes: bool) -> Result<(), CliError> {

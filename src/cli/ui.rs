@@ -19,6 +19,8 @@ pub fn color_enabled(choice: ColorChoice) -> bool {
     }
 }
 
+use crate::model::text::escape_controls as esc;
+
 /// Writes to stdout; a closed pipe (`| head`) is not an error worth a panic.
 pub fn print(text: &str) {
     let mut out = std::io::stdout().lock();
@@ -40,12 +42,13 @@ pub fn print_error(e: &CliError, color: bool) {
     } else {
         ("", "")
     };
-    let mut s = format!("{red}error{reset}: {}\n", e.message);
+    // Messages carry others' text (lock holders, CLI output, paths): escaped before colour.
+    let mut s = format!("{red}error{reset}: {}\n", esc(&e.message));
     for c in &e.causes {
-        s.push_str(&format!("  caused by: {c}\n"));
+        s.push_str(&format!("  caused by: {}\n", esc(c)));
     }
     if let Some(h) = &e.hint {
-        s.push_str(&format!("  hint: {h}\n"));
+        s.push_str(&format!("  hint: {}\n", esc(h)));
     }
     eprint(&s);
 }
@@ -59,7 +62,7 @@ impl Reporter for LineReporter {
     }
 
     fn progress(&self, step: &Step, message: &str) {
-        print(&format!("{}: {message}\n", step.address));
+        print(&format!("{}: {}\n", step.address, esc(message)));
     }
 
     fn finished(&self, step: &Step, outcome: &StepOutcome, elapsed: Duration) {
@@ -73,7 +76,7 @@ impl Reporter for LineReporter {
             ),
             StepOutcome::Failed(why) => format!("{}: failed after {secs:.1}s: {why}", step.address),
         };
-        print(&format!("{line}\n"));
+        print(&format!("{}\n", esc(&line)));
     }
 }
 
@@ -119,7 +122,7 @@ impl Reporter for TtyReporter {
         if let Ok(b) = self.bar.lock()
             && let Some(bar) = b.as_ref()
         {
-            bar.set_message(format!("{}: {message}", step.address));
+            bar.set_message(format!("{}: {}", step.address, esc(message)));
         }
     }
 

@@ -267,6 +267,9 @@ impl fmt::Display for PortRange {
 pub struct Millis(pub u64);
 
 impl Millis {
+    /// The longest wait a file can ask for (one hour); no plan of the engine waits longer.
+    pub const MAX: Self = Self(3_600_000);
+
     /// Parses `<number><unit>` with unit `ms`, `s` or `m`; the number may have a fraction.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
@@ -284,7 +287,7 @@ impl Millis {
             .parse()
             .map_err(|_| format!("`{number}` is not a number"))?;
         let ms = value * scale;
-        if !ms.is_finite() || ms > 3_600_000.0 {
+        if !ms.is_finite() || ms > Self::MAX.0 as f64 {
             return Err(format!("`{text}` is too long; the limit is one hour"));
         }
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]

@@ -5,6 +5,7 @@
 
 pub mod desired;
 pub mod observed;
+pub mod text;
 
 pub use desired::{
     Cleanup, Desired, DesiredSource, GatewayDesired, GatewayRuntime, Millis, PolicyFile, PortRange,

@@ -142,7 +142,7 @@ fn a_saved_plan_refuses_a_process_that_was_replaced() {
     let out = s.run(&["apply", "plan.json", "--yes"]);
     assert_eq!(code(&out), 4, "{}", text(&out));
     assert!(
-        text(&out).contains("held by another listener"),
+        text(&out).contains("gone or was replaced since the plan"),
         "{}",
         text(&out)
     );
@@ -500,6 +500,16 @@ fn an_apply_killed_inside_a_docker_step_is_judged_and_converges_with_the_volume_
 
 #[test]
 fn a_first_ctrl_c_finishes_the_running_step_and_starts_nothing_new() {
+    interrupt_mid_apply(nix::sys::signal::Signal::SIGINT);
+}
+
+/// `systemctl stop`, `kill` and a CI runner's cancel send SIGTERM: it means what Ctrl-C means.
+#[test]
+fn sigterm_finishes_the_running_step_and_starts_nothing_new() {
+    interrupt_mid_apply(nix::sys::signal::Signal::SIGTERM);
+}
+
+fn interrupt_mid_apply(signal: nix::sys::signal::Signal) {
     let s = Site::new("");
     let mut a = Listener::spawn("ignore-term", s.port(0));
     let mut b = Listener::spawn("ignore-term", s.port(10));
@@ -517,7 +527,7 @@ fn a_first_ctrl_c_finishes_the_running_step_and_starts_nothing_new() {
     }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(apply.id()).unwrap()),
-        nix::sys::signal::Signal::SIGINT,
+        signal,
     )
     .unwrap();
     let out = apply.wait_with_output().unwrap();
@@ -563,4 +573,208 @@ fn an_unreadable_journal_holds_back_destructive_steps_in_every_output() {
         );
     }
     docker(&["volume", "rm", "-f", &volume]);
+}
+
+/// Rewrites the saved plan at `path` with `edit` and puts its hash back, as a forger would.
+fn forge(path: &Path, edit: impl FnOnce(&mut nemoclaw::plan::Plan)) {
+    let mut saved: nemoclaw::plan::saved::SavedPlan =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut saved.plan);
+    saved.plan_sha256 = saved.plan.sha256();
+    std::fs::write(path, serde_json::to_string_pretty(&saved).unwrap()).unwrap();
+}
+
+fn stop_target(plan: &mut nemoclaw::plan::Plan) -> &mut nemoclaw::plan::StopProcess {
+    plan.steps
+        .iter_mut()
+        .find_map(|s| match &mut s.target {
+            nemoclaw::plan::Target::Process(p) => Some(p),
+            _ => None,
+        })
+        .expect("a stop step")
+}
+
+/// A process the engine must never signal, kept to check it still runs.
+fn bystander(uid: Option<u32>) -> Child {
+    let mut c = Command::new("/bin/sleep");
+    c.arg("300");
+    if let Some(uid) = uid {
+        c.uid(uid);
+    }
+    c.spawn().unwrap()
+}
+
+fn alive(c: &mut Child) -> bool {
+    c.try_wait().unwrap().is_none()
+}
+
+/// Saved plans are re-derived: a step edited (hash put back) to signal another user's process,
+/// a process without a marker, a protected port's holder, the engine's own ancestor, to wait
+/// forever or to run a foreign gateway binary is refused (exit 1) before anything runs; one
+/// pointed at a process the planner would not stop is stale (exit 4). The hash is never printed.
+#[test]
+fn forged_saved_plans_are_refused_and_nothing_is_signalled() {
+    let s = Site::new("  protectedPorts: [9]\n");
+    let mut l = Listener::spawn("term", s.port(4));
+    let path = s.dir.path().join("plan.json");
+    let saved = |s: &Site| {
+        assert_eq!(code(&s.run(&["plan", "--out", "plan.json"])), 0);
+    };
+    let mut nobody = bystander(Some(65534));
+    let mut plain = bystander(None);
+    let apply = |s: &Site| s.run(&["apply", "plan.json", "--yes"]);
+    type Edit = Box<dyn Fn(&mut nemoclaw::plan::Plan)>;
+    let (nobody_pid, plain_pid) = (nobody.id(), plain.id());
+    let cases: Vec<(&str, Edit, i32, &str)> = vec![
+        (
+            "foreign owner",
+            Box::new(move |p| {
+                let t = stop_target(p);
+                t.pid = nobody_pid;
+                t.uid = 65534;
+            }),
+            1,
+            "is owned by uid 65534, not by you",
+        ),
+        (
+            "foreign process with this user's uid written in",
+            Box::new(move |p| stop_target(p).pid = nobody_pid),
+            4,
+            "`target.pid` was",
+        ),
+        (
+            "no marker",
+            Box::new(move |p| {
+                let t = stop_target(p);
+                t.pid = plain_pid;
+                t.cmdline = vec!["/bin/sleep".into(), "300".into()];
+            }),
+            1,
+            "holds none of the file's cleanup markers",
+        ),
+        (
+            "protected port",
+            Box::new(|p| stop_target(p).ports.push(9)),
+            1,
+            "port 9 is in `cleanup.protectedPorts`",
+        ),
+        (
+            "huge grace",
+            Box::new(|p| {
+                stop_target(p).term_grace = nemoclaw::model::Millis(1_000_000_000_000_000)
+            }),
+            1,
+            "its term grace is 1000000000000000 ms; the file says 1500 ms",
+        ),
+        (
+            "id that does not name its action",
+            Box::new(|p| p.steps[0].action = nemoclaw::plan::Action::Delete),
+            1,
+            "its id is not `delete:",
+        ),
+    ];
+    for (what, edit, want, says) in cases {
+        saved(&s);
+        forge(&path, edit);
+        let out = apply(&s);
+        let all = text(&out);
+        assert_eq!(code(&out), want, "{what}: {all}");
+        assert!(all.contains(says), "{what}: {all}");
+        assert!(all.contains("nothing was applied"), "{what}: {all}");
+        let hash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let hash = hash["plan_sha256"].as_str().unwrap().to_owned();
+        assert!(
+            !all.contains(&hash[..16]),
+            "{what}: no hash is printed: {all}"
+        );
+        assert!(
+            l.alive() && alive(&mut nobody) && alive(&mut plain),
+            "{what}: nothing was signalled"
+        );
+    }
+
+    // The engine's own ancestor: a shell that runs apply, named in the forged step.
+    saved(&s);
+    let sh = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "sleep 1; \"$0\" apply plan.json --yes; code=$?; exit $code",
+            env!("CARGO_BIN_EXE_nemoclaw"),
+        ])
+        .envs(
+            s.cmd()
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        )
+        .current_dir(s.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sh_pid = sh.id();
+    let start = std::fs::read_to_string(format!("/proc/{sh_pid}/stat")).unwrap();
+    let start_time: u64 = start
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    forge(&path, |p| {
+        let t = stop_target(p);
+        t.pid = sh_pid;
+        t.start_time = start_time;
+    });
+    let out = sh.wait_with_output().unwrap();
+    assert_eq!(code(&out), 1, "ancestor: {}", text(&out));
+    assert!(
+        text(&out).contains("is this engine or one of its ancestors"),
+        "{}",
+        text(&out)
+    );
+
+    // The saved plan as it was still applies: the checks refuse forgeries, not plans.
+    saved(&s);
+    let out = apply(&s);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!l.alive());
+    for mut c in [nobody, plain] {
+        assert!(alive(&mut c));
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+#[test]
+fn a_forged_gateway_start_with_another_binary_is_refused() {
+    let s = Site::new("");
+    s.write(&format!(
+        "gateway:\n  runtime: docker-driver\n  port: {}\n  binary: /usr/bin/true\n",
+        s.port(11)
+    ));
+    let _l = Listener::spawn("term", s.port(5));
+    assert_eq!(code(&s.run(&["plan", "--out", "plan.json"])), 0);
+    let path = s.dir.path().join("plan.json");
+    let evil = s.dir.path().join("evil");
+    forge(&path, |p| {
+        let t = p
+            .steps
+            .iter_mut()
+            .find_map(|s| match &mut s.target {
+                nemoclaw::plan::Target::GatewayProcess(g) => Some(g),
+                _ => None,
+            })
+            .expect("a gateway start is planned");
+        t.binary = evil.display().to_string();
+    });
+    let out = s.run(&["apply", "plan.json", "--yes"]);
+    assert_eq!(code(&out), 1, "{}", text(&out));
+    assert!(
+        text(&out).contains("not the file's gateway binary `/usr/bin/true`"),
+        "{}",
+        text(&out)
+    );
 }

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::model::text::escape_controls as esc;
 use crate::plan::{Action, Plan, Risk, Step, Target};
 
 /// Terminal styling.
@@ -77,7 +78,7 @@ fn headline(step: &Step) -> String {
 #[must_use]
 pub fn render_human(plan: &Plan, style: Style) -> String {
     let mut out = String::new();
-    let file = &plan.desired.path;
+    let file = esc(&plan.desired.path);
     if plan.steps.is_empty() {
         let _ = writeln!(
             out,
@@ -137,7 +138,7 @@ pub fn render_human(plan: &Plan, style: Style) -> String {
                 "  - {} [{}]: {}",
                 style.paint("1", &f.address),
                 f.kind.as_str(),
-                f.message
+                esc(&f.message)
             );
         }
     }
@@ -162,7 +163,8 @@ fn render_step(out: &mut String, step: &Step, style: Style) {
         headline(step),
         tag
     );
-    let _ = writeln!(out, "      # {}", step.reason);
+    // Reasons quote others' command lines: their control characters are shown, not obeyed.
+    let _ = writeln!(out, "      # {}", esc(&step.reason));
     if let Target::Process(p) = &step.target {
         let mut how = format!(
             "SIGTERM, wait up to {}; SIGKILL, wait up to {}",
@@ -195,7 +197,7 @@ fn render_step(out: &mut String, step: &Step, style: Style) {
             out,
             "      # {}: {}; {unblock}",
             style.paint("35;1", "blocked"),
-            b.reason
+            esc(&b.reason)
         );
     }
     let _ = writeln!(out);
