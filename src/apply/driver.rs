@@ -3,10 +3,10 @@
 //! 50 ms), with its exit status, not after the whole budget (#3378).
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -37,20 +37,11 @@ pub async fn start(
         return StepOutcome::Stale(format!("port {port} is held now; it was free when planned"));
     }
     let dir = Path::new(&t.state_dir);
-    if let Err(e) = fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
+    if let Err(e) = super::files::private_dir(dir) {
         return StepOutcome::Failed(format!("creating {}: {e}", dir.display()));
     }
     let log_path = dir.join("openshell-gateway.log");
-    let log = match OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&log_path)
-    {
+    let log = match super::files::open_append(&log_path) {
         Ok(f) => f,
         Err(e) => return StepOutcome::Failed(format!("opening {}: {e}", log_path.display())),
     };
@@ -248,11 +239,7 @@ fn chown_state(dir: &Path, u: &nix::unistd::User) {
 /// so tokens the gateway issued stay valid across restarts.
 fn write_config(dir: &Path, t: &ProcessTarget, config: &str) -> Result<(), String> {
     let jwt = dir.join("jwt");
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&jwt)
-        .map_err(|e| format!("creating {}: {e}", jwt.display()))?;
+    super::files::private_dir(&jwt).map_err(|e| format!("creating {}: {e}", jwt.display()))?;
     let files = ["signing.pem", "public.pem", "kid"].map(|f| jwt.join(f));
     if !files.iter().all(|f| f.is_file()) {
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
@@ -278,7 +265,16 @@ fn write_config(dir: &Path, t: &ProcessTarget, config: &str) -> Result<(), Strin
 /// The last lines the child wrote to the log during this start.
 fn log_tail(path: &Path, from: u64) -> String {
     let mut text = String::new();
-    if let Ok(mut f) = fs::File::open(path) {
+    if let Ok(mut f) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(
+            (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK)
+                .bits()
+                .cast_signed(),
+        )
+        .open(path)
+        && f.metadata().is_ok_and(|m| m.is_file())
+    {
         let _ = f.seek(SeekFrom::Start(from));
         let _ = f.take(64 * 1024).read_to_string(&mut text);
     }

@@ -6,9 +6,7 @@
 //! apply died mid-step: the next run judges it from a fresh observation and records the verdict,
 //! so it is reported once. Secrets never reach the journal: steps carry no secret values.
 
-use std::fs::{self, OpenOptions};
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -124,16 +122,9 @@ pub struct Dangling {
 impl Journal {
     /// Opens (creating the directory, 0700) the journal in `dir` for a new run.
     pub fn open(dir: &Path, now_ms: u64) -> std::io::Result<Self> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        super::files::private_dir(dir)?;
         let path = dir.join("journal.jsonl");
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)?;
+        super::files::open_append(&path)?;
         Ok(Self {
             path,
             run: format!("{now_ms}-{}", std::process::id()),
@@ -156,17 +147,21 @@ impl Journal {
     pub fn record(&self, event: &Event) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        let mut f = OpenOptions::new().append(true).open(&self.path)?;
+        let mut f = super::files::open_append(&self.path)?;
         f.write_all(&line)?;
         f.sync_data()
     }
 }
 
+/// The largest journal read (256 MiB, some million applies).
+pub const JOURNAL_CAP: u64 = 256 << 20;
+
 /// Reads every event of the journal at `path`; a missing file is empty. A line that does not
 /// parse (the last one, torn by a kill mid-write) is skipped.
 pub fn read(path: &Path) -> Result<Vec<Event>, String> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
+    // Read like any file another user might have planted: regular, no symlink, bounded.
+    let text = match crate::observe::files::read_regular(path, JOURNAL_CAP) {
+        Ok(t) => String::from_utf8_lossy(&t).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
@@ -245,7 +240,7 @@ mod tests {
         .unwrap();
         j.record(&intent("s2")).unwrap();
         // A torn last line, as a kill mid-write leaves it.
-        fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .append(true)
             .open(j.path())
             .unwrap()
@@ -256,7 +251,7 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].step, "s2");
         let j2 = Journal::open(dir.path(), 3).unwrap();
-        fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .append(true)
             .open(j.path())
             .unwrap()

@@ -10,7 +10,7 @@
 //! file is refused; a file that does not parse is never overwritten.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -75,20 +75,24 @@ fn pid_alive(pid: i32) -> bool {
     }
 }
 
+fn owner_pid(owner: &Path) -> Option<String> {
+    crate::observe::files::read_regular(owner, 64)
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
 fn acquire(file: &Path) -> Result<Lock, RegistryError> {
     let dir = PathBuf::from(format!("{}.lock", file.display()));
     let owner = dir.join("owner");
     for _ in 0..TRIES {
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {
-                let tmp = dir.join(format!("owner.tmp.{}", std::process::id()));
-                fs::write(&tmp, format!("{}\n", std::process::id()))
-                    .map_err(io("writing the lock owner", &tmp))?;
-                fs::rename(&tmp, &owner).map_err(io("writing the lock owner", &owner))?;
+                super::files::write_private(&owner, format!("{}\n", std::process::id()).as_bytes())
+                    .map_err(io("writing the lock owner", &owner))?;
                 return Ok(Lock { dir });
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let first = fs::read_to_string(&owner).ok();
+                let first = owner_pid(&owner);
                 match first
                     .as_deref()
                     .map(str::trim)
@@ -96,7 +100,7 @@ fn acquire(file: &Path) -> Result<Lock, RegistryError> {
                 {
                     Some(pid) if !pid_alive(pid) => {
                         // Dead owner; break the lock only if nobody took it over meanwhile.
-                        if fs::read_to_string(&owner).ok() == first {
+                        if owner_pid(&owner) == first {
                             let _ = fs::remove_dir_all(&dir);
                             continue;
                         }
@@ -136,16 +140,9 @@ fn prepare(home: &Path, file: &Path) -> Result<(), RegistryError> {
             break;
         }
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io("creating", dir))?;
-    let m = fs::metadata(dir).map_err(io("reading", dir))?;
-    if m.permissions().mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(io("tightening", dir))?;
-    }
+    // A directory others can write is refused with the fix, never silently tightened: whatever
+    // they planted there is already in it.
+    super::files::private_dir(dir).map_err(io("checking", dir))?;
     if let Ok(m) = fs::symlink_metadata(file)
         && m.file_type().is_symlink()
     {
@@ -164,16 +161,19 @@ pub fn update(
 ) -> Result<String, RegistryError> {
     prepare(home, file)?;
     let _lock = acquire(file)?;
-    let mut doc: Value = match fs::read_to_string(file) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| RegistryError::Corrupt {
-            path: file.to_owned(),
-            why: e.to_string(),
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            serde_json::json!({ "sandboxes": {}, "defaultSandbox": null })
-        }
-        Err(e) => return Err(io("reading", file)(e)),
-    };
+    let mut doc: Value =
+        match crate::observe::files::read_regular(file, crate::observe::registry::CAP)
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+        {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| RegistryError::Corrupt {
+                path: file.to_owned(),
+                why: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                serde_json::json!({ "sandboxes": {}, "defaultSandbox": null })
+            }
+            Err(e) => return Err(io("reading", file)(e)),
+        };
     let Some(top) = doc.as_object_mut() else {
         return Err(RegistryError::Corrupt {
             path: file.to_owned(),

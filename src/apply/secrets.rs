@@ -7,7 +7,6 @@
 //! meanwhile: that is stale too, never an overwrite.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt as _;
 use std::path::Path;
 
 use k8s_openapi::ByteString;
@@ -263,11 +262,7 @@ pub async fn copy_bundle(dir: &str, home: &Path, q: &ClusterQuery) -> StepOutcom
     let dir = dir
         .strip_prefix("~/")
         .map_or_else(|| Path::new(dir).to_path_buf(), |rest| home.join(rest));
-    if let Err(e) = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-    {
+    if let Err(e) = super::files::private_dir(&dir) {
         return StepOutcome::Failed(format!("creating {}: {e}", dir.display()));
     }
     let data = s.data.unwrap_or_default();

@@ -60,7 +60,7 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
             );
         return Ok(Exit::Stale);
     }
-    let lock_path = context::lock_path();
+    let lock_path = context::lock_path()?;
     let _lock = lock::acquire(&lock_path).map_err(|e| {
         let hint = match &e {
             lock::LockError::Held { .. } => {
@@ -70,10 +70,10 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
         };
         CliError::from_error("cannot take the host lock", &e).hint(hint)
     })?;
-    let journal = journal::Journal::open(&context::state_dir(), crate::observe::now_ms())
+    let journal = journal::Journal::open(&context::state_dir()?, crate::observe::now_ms())
         .map_err(|e| CliError::from_error("cannot open the apply journal", &e))?;
     let rt = context::runtime()?;
-    let opts = context::observe_options(Some(&desired));
+    let opts = context::observe_options(Some(&desired))?;
     let observed = rt.block_on(crate::observe::observe(&opts));
 
     // An earlier apply that died mid-step is judged first; an unknown outcome holds back
@@ -160,12 +160,14 @@ fn rederive_saved(
 }
 
 fn load_saved(path: &std::path::Path) -> Result<SavedPlan, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::from_error(
-            format!("cannot read the saved plan `{}`", path.display()),
-            &e,
-        )
-    })?;
+    let bytes =
+        crate::observe::files::read_input(path, context::MAX_SNAPSHOT_BYTES).map_err(|e| {
+            CliError::from_error(
+                format!("cannot read the saved plan `{}`", path.display()),
+                &e,
+            )
+        })?;
+    let text = context::utf8(&path.display().to_string(), bytes)?;
     SavedPlan::parse(&text).map_err(|why| {
         CliError::new(format!("`{}` cannot be applied: {why}", path.display()))
             .hint("save a plan with `nemoclaw plan --out PLAN`")

@@ -25,17 +25,31 @@ pub fn invoking_uid() -> u32 {
     uid
 }
 
-/// The invoking user's home: their passwd entry under sudo, else `$HOME`, else `/tmp` (as
-/// NemoClaw does).
-pub fn home_dir(invoking: u32) -> PathBuf {
+/// The invoking user's home: their passwd entry under sudo, else `$HOME`, else — `HOME` unset or
+/// empty — their passwd entry again. Never `/tmp`: a directory every user can write would let
+/// any of them plant the registry, journal or gateway state the engine then acts on.
+pub fn home_dir(invoking: u32) -> Result<PathBuf, CliError> {
+    let passwd = || {
+        nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(invoking))
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+            .filter(|d| d.is_absolute())
+    };
     if invoking != nix::unistd::getuid().as_raw()
-        && let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(invoking))
+        && let Some(dir) = passwd()
     {
-        return user.dir;
+        return Ok(dir);
     }
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(home));
+    }
+    passwd().ok_or_else(|| {
+        CliError::new(format!(
+            "`HOME` is not set and uid {invoking} has no home directory in the passwd database"
+        ))
+        .hint("set `HOME` to your home directory")
+    })
 }
 
 /// The invoking user's configuration directory, where OpenShell keeps its gateways and forward
@@ -51,22 +65,26 @@ pub fn config_home(invoking: u32, home: &Path) -> PathBuf {
     home.join(".config")
 }
 
-/// The host lock file for apply.
-pub fn lock_path() -> PathBuf {
+/// The host lock file for apply: `NEMOCLAW_LOCK_FILE`, else for root `/run/nemoclaw/apply.lock`,
+/// else `$XDG_RUNTIME_DIR/nemoclaw/apply.lock`, else `apply.lock` in the state directory —
+/// always where only its user (or root) can write, never a shared directory like `/run/lock`.
+pub fn lock_path() -> Result<PathBuf, CliError> {
     if let Some(p) = std::env::var_os("NEMOCLAW_LOCK_FILE").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
+        return Ok(PathBuf::from(p));
     }
-    let run_lock = Path::new("/run/lock");
-    if run_lock.is_dir() {
-        return run_lock.join("nemoclaw-apply.lock");
+    if rustix::process::geteuid().is_root() {
+        return Ok(PathBuf::from("/run/nemoclaw/apply.lock"));
     }
-    std::env::temp_dir().join("nemoclaw-apply.lock")
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| Path::new(d).is_absolute()) {
+        return Ok(PathBuf::from(dir).join("nemoclaw/apply.lock"));
+    }
+    Ok(state_dir()?.join("apply.lock"))
 }
 
 /// Options for observing what `desired` manages.
-pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
+pub fn observe_options(desired: Option<&Desired>) -> Result<ObserveOptions, CliError> {
     let uid = invoking_uid();
-    let home = home_dir(uid);
+    let home = home_dir(uid)?;
     let config = config_home(uid, &home);
     let (range, gateway) = desired.map_or((PortRange::DASHBOARD_DEFAULT, 8080), |d| {
         (d.dashboard, d.gateway.port)
@@ -138,7 +156,7 @@ pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
         gateway: d.gateway.runtime.as_ref().map(|_| d.gateway.name.clone()),
         timeout: Duration::from_secs(15),
     });
-    ObserveOptions {
+    Ok(ObserveOptions {
         cluster: cluster_query,
         cli,
         invoking_uid: uid,
@@ -155,7 +173,7 @@ pub fn observe_options(desired: Option<&Desired>) -> ObserveOptions {
         docker,
         gateway_port,
         driver,
-    }
+    })
 }
 
 /// The CLI's copy of a gateway's client bundle: `<config>/openshell/gateways/<gw>/mtls`.
@@ -216,11 +234,11 @@ fn binary_candidates(explicit: Option<&str>, home: &Path) -> Vec<PathBuf> {
 }
 
 /// `$XDG_STATE_HOME/nemoclaw`, else `~/.local/state/nemoclaw`: the journal's home.
-pub fn state_dir() -> PathBuf {
+pub fn state_dir() -> Result<PathBuf, CliError> {
     if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("nemoclaw");
+        return Ok(PathBuf::from(dir).join("nemoclaw"));
     }
-    home_dir(invoking_uid()).join(".local/state/nemoclaw")
+    Ok(home_dir(invoking_uid())?.join(".local/state/nemoclaw"))
 }
 
 /// What apply needs beyond the plan, from the same options the host was observed with.
@@ -240,13 +258,19 @@ pub fn apply_context(desired: &Desired, opts: &ObserveOptions) -> crate::apply::
 /// Reads and validates a desired-state file; on failure prints every diagnostic.
 pub fn load_desired(path: &Path, color: bool) -> Result<Desired, CliError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = crate::observe::files::read_input(path, spec::MAX_FILE_BYTES).map_err(|e| {
         CliError::from_error(format!("cannot read the desired-state file `{shown}`"), &e)
             .hint("pass the file with `-f FILE`; `examples/` has a starting point")
     })?;
+    let text = utf8(&shown, bytes)?;
     let mut desired = spec::load(&shown, &text).map_err(|diags| {
-        for d in &diags {
+        // Enough to fix the file by; a file of 40,000 wrong keys does not flood the terminal.
+        const SHOWN: usize = 20;
+        for d in diags.iter().take(SHOWN) {
             super::ui::eprint(&d.render(&shown, &text, color));
+        }
+        if diags.len() > SHOWN {
+            super::ui::eprint(&format!("... and {} more problems\n", diags.len() - SHOWN));
         }
         let n = diags.len();
         CliError::new(format!(
@@ -316,11 +340,30 @@ fn absolute(path: &str) -> String {
     std::path::absolute(path).map_or_else(|_| path.to_owned(), |p| p.display().to_string())
 }
 
+/// The largest snapshot read: 256 MiB (a host of 100,000 listeners is some 30 MiB).
+pub const MAX_SNAPSHOT_BYTES: u64 = 256 << 20;
+
+/// Text from a named input file, or an error pointing at the first byte that is not UTF-8.
+pub fn utf8(shown: &str, bytes: Vec<u8>) -> Result<String, CliError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|b| **b == b'\n').count() + 1;
+        let start = good.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&good[start..]).chars().count() + 1;
+        CliError::new(format!(
+            "`{shown}`:{line}:{column}: not UTF-8 text (byte 0x{:02x})",
+            e.as_bytes()[good.len()]
+        ))
+        .hint("save the file as UTF-8")
+    })
+}
+
 /// Reads a saved observation (`nemoclaw observe -o json|yaml`).
 pub fn load_observed(path: &Path) -> Result<Observed, CliError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path)
+    let bytes = crate::observe::files::read_input(path, MAX_SNAPSHOT_BYTES)
         .map_err(|e| CliError::from_error(format!("cannot read the observation `{shown}`"), &e))?;
+    let text = utf8(&shown, bytes)?;
     let observed: Observed = if text.trim_start().starts_with('{') {
         serde_json::from_str(&text).map_err(|e| {
             CliError::new(format!(
@@ -331,12 +374,22 @@ pub fn load_observed(path: &Path) -> Result<Observed, CliError> {
             .hint("create one with `nemoclaw observe -f nemoclaw.yaml -o json > host.json`")
         })?
     } else {
-        serde_yaml::from_str(&text).map_err(|e| {
-            let at = e
-                .location()
-                .map(|l| format!(":{}:{}", l.line(), l.column()))
-                .unwrap_or_default();
-            CliError::new(format!("`{shown}`{at}: not an observation: {e}"))
+        // The same bounded parser as the desired file (depth, size, alias budget), then serde.
+        let (root, diags) =
+            spec::yaml::parse_with(&text, spec::yaml::Limits::SNAPSHOT).map_err(|d| {
+                let at = d.span.map(|s| format!(":{s}")).unwrap_or_default();
+                CliError::new(format!("`{shown}`{at}: not an observation: {}", d.message))
+                    .hint("create one with `nemoclaw observe -f nemoclaw.yaml -o json > host.json`")
+            })?;
+        if let Some(d) = diags.first() {
+            let at = d.span.map(|s| format!(":{s}")).unwrap_or_default();
+            return Err(CliError::new(format!(
+                "`{shown}`{at}: not an observation: {}",
+                d.message
+            )));
+        }
+        serde_json::from_value(root.to_json()).map_err(|e| {
+            CliError::new(format!("`{shown}`: not an observation: {e}"))
                 .hint("create one with `nemoclaw observe -f nemoclaw.yaml -o json > host.json`")
         })?
     };

@@ -33,7 +33,7 @@ struct Run {
 }
 
 pub fn run(args: &Args) -> Result<Exit, CliError> {
-    let path = context::state_dir().join("journal.jsonl");
+    let path = context::state_dir()?.join("journal.jsonl");
     let events = journal::read(&path)
         .map_err(|why| CliError::new(format!("cannot read the journal: {why}")))?;
     let dangling = journal::dangling(&events);

@@ -19,7 +19,7 @@ pub struct Args {
 
 pub fn run(_args: &Args) -> Result<Exit, CliError> {
     let uid = context::invoking_uid();
-    let home = context::home_dir(uid);
+    let home = context::home_dir(uid)?;
     let port = 8080;
     let cluster = GatewayDesired::default_name(port);
     let cluster = format!("openshell-cluster-{cluster}");

@@ -26,7 +26,7 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
         Some(f) => Some(context::load_desired(f, false)?),
         None => None,
     };
-    let opts = context::observe_options(desired.as_ref());
+    let opts = context::observe_options(desired.as_ref())?;
     let observed = context::runtime()?.block_on(crate::observe::observe(&opts));
     let text = match args.output {
         Format::Json => serde_json::to_string_pretty(&observed)

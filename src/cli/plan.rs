@@ -105,11 +105,11 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
         Some(path) => (context::load_observed(path)?, None),
         None => {
             let observed = context::runtime()?.block_on(crate::observe::observe(
-                &context::observe_options(Some(&desired)),
+                &context::observe_options(Some(&desired))?,
             ));
             // Report (without recording) steps an interrupted apply left mid-way; only human
             // output shows it, so JSON and markdown stay pure data.
-            let journal = context::state_dir().join("journal.jsonl");
+            let journal = context::state_dir()?.join("journal.jsonl");
             let hold = if args.output == Format::Human {
                 super::recovery::review(&journal, &observed, None)
             } else {

@@ -195,7 +195,7 @@ async fn observe_inner(q: &ClusterQuery, now_s: i64) -> Result<ClusterFacts, Str
         .map(|f| {
             (
                 (*f).to_owned(),
-                std::fs::read(q.mtls_dir.join(f))
+                super::files::read_regular(&q.mtls_dir.join(f), 1 << 20)
                     .ok()
                     .map(|b| sha256_hex(&b)),
             )

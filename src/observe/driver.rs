@@ -35,6 +35,11 @@ pub const GATEWAY_MARKER: &str = "openshell-gateway";
 /// Pid file name inside the state directory.
 pub const PID_FILE: &str = "openshell-gateway.pid";
 
+/// A small state file (pid file, `runtime.json`): regular, no symlink, at most 64 KiB.
+fn read_text(path: &std::path::Path) -> std::io::Result<String> {
+    super::files::read_regular(path, 64 * 1024).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
 /// Observes the gateway, given the listeners already read.
 #[must_use]
 pub fn observe(
@@ -43,7 +48,7 @@ pub fn observe(
     processes: &BTreeMap<u32, ProcessInfo>,
 ) -> DriverFacts {
     let pid_path = q.state_dir.join(PID_FILE);
-    let pid_file = match std::fs::read_to_string(&pid_path) {
+    let pid_file = match read_text(&pid_path) {
         Ok(text) => match text.trim().parse::<u32>() {
             Ok(pid) if pid > 0 => Observation::Known { value: Some(pid) },
             _ => Observation::Unknown {
@@ -56,7 +61,7 @@ pub fn observe(
         },
     };
     let marker_path = q.state_dir.join("runtime.json");
-    let runtime_marker = match std::fs::read_to_string(&marker_path) {
+    let runtime_marker = match read_text(&marker_path) {
         Ok(text) => match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(v) => Observation::Known {
                 value: Some(RuntimeMarker {

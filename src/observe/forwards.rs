@@ -29,7 +29,9 @@ pub fn read(dir: &Path) -> Observation<Vec<ForwardPidFile>> {
         else {
             continue;
         };
-        let content = match std::fs::read_to_string(&path) {
+        let content = match super::files::read_regular(&path, 4096)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+        {
             Ok(text) => parse_content(&text).map_or_else(
                 || Observation::Unknown {
                     reason: format!(

@@ -10,11 +10,42 @@ use serde_json::Value;
 
 use crate::model::{Observation, Registry, RegistryEntry};
 
+/// The largest registry read (16 MiB: some 50,000 entries).
+pub const CAP: u64 = 16 << 20;
+
+/// The registry's text, if only trusted users could have written it: a regular file (no symlink,
+/// FIFO or device) of at most [`CAP`] bytes, owned by a trusted user, writable by nobody else, in
+/// a directory that passes [`super::files::check_dir`]. Anything else is an error that names the
+/// fix: a registry another user could plant would steer what the engine deletes.
+fn read_trusted(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let bytes = super::files::read_regular(path, CAP)?;
+    let m = std::fs::symlink_metadata(path)?;
+    if !super::files::trusted_uids().contains(&m.uid()) || m.mode() & 0o022 != 0 {
+        return Err(super::files::unsafe_path(
+            path,
+            &format!(
+                "is owned by uid {} with mode {:o}",
+                m.uid(),
+                m.mode() & 0o7777
+            ),
+            &format!(
+                "`chmod go-w {}` (and `chown` it to its user)",
+                path.display()
+            ),
+        ));
+    }
+    if let Some(dir) = path.parent() {
+        super::files::check_dir(dir)?;
+    }
+    String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
+}
+
 /// Reads the registry at `path`.
 #[must_use]
 pub fn read(path: &Path) -> Observation<Registry> {
     let shown = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match read_trusted(path) {
         Ok(text) => match parse(&shown, &text) {
             Ok(value) => Observation::Known { value },
             Err(reason) => Observation::Unknown { reason },

@@ -176,7 +176,12 @@ fn check_map(
                     .with_hint(hint),
                 );
             }
-            None => {}
+            // `additionalProperties: {schema}` (`gateway.env`): each value checked at its key.
+            None => {
+                if let Some(extra) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                    walk(root, extra, value, &path.key(&key.name), out);
+                }
+            }
         }
     }
     for req in schema

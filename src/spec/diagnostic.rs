@@ -3,6 +3,7 @@
 use std::fmt::{self, Write as _};
 
 use super::yaml::Span;
+use crate::model::text::escape_controls;
 
 /// One segment of a document path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -149,7 +150,7 @@ impl Diagnostic {
         self
     }
 
-    /// Renders in the compiler style: headline, `--> file:line:col`, the source line with a caret,
+        /// Renders in the compiler style: headline, `--> file:line:col`, the source line with a caret,
     /// then `expected` and `hint` lines.
     #[must_use]
     pub fn render(&self, file: &str, source: &str, color: bool) -> String {
@@ -159,7 +160,25 @@ impl Diagnostic {
             ("", "", "", "")
         };
         let mut out = String::new();
-        let _ = writeln!(out, "{red}error{reset}{bold}: {}{reset}", self.message);
+        let line_text = self.span.map_or("", |span| {
+            source
+                .lines()
+                .nth(span.line.saturating_sub(1))
+                .unwrap_or("")
+        });
+        // A diagnostic about a `gateway.env` value never echoes the value: it may be a secret.
+        let (line_text, message) = if self.is_secret() {
+            mask_value(line_text, &self.message)
+        } else {
+            (line_text.to_owned(), self.message.clone())
+        };
+        // Echoed text is the file's: its control characters are shown, not obeyed.
+        let line_text = escape_controls(&line_text).into_owned();
+        let _ = writeln!(
+            out,
+            "{red}error{reset}{bold}: {}{reset}",
+            escape_controls(&message)
+        );
         let Some(span) = self.span else {
             let _ = writeln!(out, "  {blue}-->{reset} {file}");
             self.render_notes(&mut out, blue, reset, "");
@@ -170,10 +189,6 @@ impl Diagnostic {
             "  {blue}-->{reset} {file}:{}:{}",
             span.line, span.column
         );
-        let line_text = source
-            .lines()
-            .nth(span.line.saturating_sub(1))
-            .unwrap_or("");
         let gutter = span.line.to_string().len();
         let pad = " ".repeat(gutter);
         let _ = writeln!(out, "{pad} {blue}|{reset}");
@@ -198,6 +213,14 @@ impl Diagnostic {
         out
     }
 
+    /// Whether the diagnostic is about a value under `gateway.env` (secrets live there).
+    fn is_secret(&self) -> bool {
+        matches!(
+            self.path.segments(),
+            [PathSeg::Key(g), PathSeg::Key(e), _, ..] if g == "gateway" && e == "env"
+        )
+    }
+
     fn render_notes(&self, out: &mut String, blue: &str, reset: &str, pad: &str) {
         if self.span.is_none()
             && let Some(e) = &self.expected
@@ -212,6 +235,22 @@ impl Diagnostic {
 
 /// Returns the candidate closest to `word` by edit distance, if it is plausibly a typo.
 #[must_use]
+/// `KEY: value` → `KEY: <redacted>`, and the value taken out of `message` too.
+fn mask_value(line: &str, message: &str) -> (String, String) {
+    let Some(colon) = line.find(':') else {
+        return ("<redacted>".to_owned(), message.to_owned());
+    };
+    let value = line[colon + 1..]
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'');
+    let message = if value.is_empty() {
+        message.to_owned()
+    } else {
+        message.replace(value, "<redacted>")
+    };
+    (format!("{} <redacted>", &line[..=colon]), message)
+}
+
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let lower = word.to_ascii_lowercase();
     candidates

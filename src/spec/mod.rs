@@ -14,6 +14,9 @@ pub use types::{API_VERSION, Spec, json_schema};
 
 use crate::model::{Desired, DesiredSource};
 
+/// The largest desired-state file read (1 MiB; real ones are a few KiB).
+pub const MAX_FILE_BYTES: u64 = yaml::Limits::DESIRED.max_bytes as u64;
+
 /// Parses and validates a desired-state file. `path` is only used to label the result.
 pub fn load(path: &str, text: &str) -> Result<Desired, Vec<Diagnostic>> {
     let (root, mut diags) = yaml::parse(text).map_err(|d| vec![*d])?;

@@ -745,14 +745,12 @@ fn concurrent_writers_following_the_lock_protocol_lose_nothing() {
             "round {i} lost an entry"
         );
     }
+    // The file the engine wrote is private; the directory's mode is NemoClaw's and left as is
+    // (a directory others could write would be refused, never silently tightened).
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
-        std::fs::metadata(file.parent().unwrap())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o700
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
     );
 }
 
@@ -791,6 +789,77 @@ fn a_stale_lock_of_a_dead_owner_is_broken_and_symlinks_are_refused() {
             .is_none(),
         "nothing written through the link"
     );
+}
+
+/// A registry directory or file another user can write is neither read nor written: planted
+/// entries would steer what the engine deletes. Both say what to run to fix it; nothing changes.
+#[test]
+fn a_registry_others_can_write_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join(".nemoclaw");
+    std::fs::create_dir(&dir).unwrap();
+    let file = dir.join("sandboxes.json");
+    std::fs::write(&file, r#"{"sandboxes":{}}"#).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let f = nemoclaw::plan::RegistryFields {
+        dashboard_port: 18789,
+        agent: "openclaw".into(),
+        gateway_name: None,
+        gateway_port: None,
+    };
+    let err =
+        nemoclaw::apply::registry::update(home.path(), &file, "alice", Some(&f), "t").unwrap_err();
+    let err = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+    assert!(
+        err.contains("writable by other users") && err.contains("chmod go-w"),
+        "{err}"
+    );
+    let nemoclaw::model::Observation::Unknown { reason } = nemoclaw::observe::registry::read(&file)
+    else {
+        panic!("a planted registry was read")
+    };
+    assert!(reason.contains("writable by other users"), "{reason}");
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o777,
+        "not silently tightened"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        r#"{"sandboxes":{}}"#
+    );
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(matches!(
+        nemoclaw::observe::registry::read(&file),
+        nemoclaw::model::Observation::Unknown { .. }
+    ));
+}
+
+/// A FIFO at the registry would hang a plain read forever: it is unknown at once.
+#[test]
+fn a_fifo_at_the_registry_is_unknown_at_once() {
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("sandboxes.json");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&file)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let nemoclaw::model::Observation::Unknown { reason } = nemoclaw::observe::registry::read(&file)
+    else {
+        panic!("a FIFO was read as a registry")
+    };
+    assert!(reason.contains("not a regular file"), "{reason}");
 }
 
 fn openclaw_facts(connections: u32) -> nemoclaw::model::OpenClawFacts {
