@@ -21,9 +21,10 @@ use crate::plan::ProcessTarget;
 pub async fn start(
     t: &ProcessTarget,
     file_env: &BTreeMap<String, String>,
+    file_env_fingerprint: &str,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> StepOutcome {
-    if crate::plan::env_map_sha256(file_env) != t.file_env_sha256 {
+    if file_env_fingerprint != t.file_env_sha256 {
         return StepOutcome::Stale("`gateway.env` changed since the plan".to_owned());
     }
     if let Some(s) = &t.stop {

@@ -138,6 +138,8 @@ pub struct ApplyContext {
     pub docker_endpoint: Option<String>,
     /// The file's `gateway.env`.
     pub gateway_env: BTreeMap<String, String>,
+    /// Its fingerprint as the planner made it ([`crate::model::Desired::secret_fingerprints`]).
+    pub gateway_env_fingerprint: String,
     /// Where intents and outcomes are recorded; `None` runs without a journal.
     pub journal: Option<journal::Journal>,
     /// The invoking user's home: registry writes refuse symlinks below it.
@@ -222,7 +224,13 @@ async fn run_step(
     match (step.action, &step.target) {
         (Action::Stop, Target::Process(p)) => stop::run(p, progress).await,
         (Action::Start | Action::Restart, Target::GatewayProcess(p)) => {
-            driver::start(p, &context.gateway_env, progress).await
+            driver::start(
+                p,
+                &context.gateway_env,
+                &context.gateway_env_fingerprint,
+                progress,
+            )
+            .await
         }
         (Action::Create, Target::Container(c)) => match docker().await {
             Ok(d) => container::create(&d, c, progress).await,

@@ -141,6 +141,7 @@ pub fn observe_options(desired: Option<&Desired>) -> Result<ObserveOptions, CliE
                     binary_candidates: binary_candidates(binary.as_deref(), &home),
                     port: d.gateway.port,
                     env_keys,
+                    fingerprint_key: fingerprint_key(),
                 });
                 gateway_port = Some(d.gateway.port);
             }
@@ -241,6 +242,41 @@ pub fn state_dir() -> Result<PathBuf, CliError> {
     Ok(home_dir(invoking_uid())?.join(".local/state/nemoclaw"))
 }
 
+/// The host's fingerprint key (`<state dir>/fingerprint.key`, 32 random bytes, 0600), made on
+/// first use. Secret values are kept in observations, plans and the journal only as HMACs
+/// under it, so a snapshot that travels to CI does not let a short secret be guessed. `None`
+/// (plain SHA-256, with a warning) when it can be neither read nor made.
+pub fn fingerprint_key() -> Option<Vec<u8>> {
+    let dir = state_dir().ok()?;
+    let path = dir.join("fingerprint.key");
+    let read = || {
+        crate::observe::files::read_regular(&path, 64)
+            .ok()
+            .filter(|k| k.len() == 32)
+    };
+    if let Some(key) = read() {
+        return Some(key);
+    }
+    let made = (|| {
+        use std::io::Read as _;
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+        crate::apply::files::private_dir(&dir)?;
+        crate::apply::files::write_private(&path, &key)
+    })();
+    match (made, read()) {
+        (_, Some(key)) => Some(key),
+        (Err(e), None) => {
+            tracing::warn!(
+                "cannot make the fingerprint key {}: {e}; secrets are fingerprinted with plain SHA-256",
+                path.display()
+            );
+            None
+        }
+        (Ok(()), None) => None,
+    }
+}
+
 /// What apply needs beyond the plan, from the same options the host was observed with.
 pub fn apply_context(desired: &Desired, opts: &ObserveOptions) -> crate::apply::ApplyContext {
     crate::apply::ApplyContext {
@@ -249,6 +285,7 @@ pub fn apply_context(desired: &Desired, opts: &ObserveOptions) -> crate::apply::
             Some(GatewayRuntime::DockerDriver { env, .. }) => env.clone(),
             _ => Default::default(),
         },
+        gateway_env_fingerprint: desired.secret_fingerprints.env_map.clone(),
         journal: None,
         home: opts.home.clone(),
         cluster: opts.cluster.clone(),
@@ -279,6 +316,14 @@ pub fn load_desired(path: &Path, color: bool) -> Result<Desired, CliError> {
         ))
     })?;
     resolve_files(&mut desired, &shown)?;
+    // Only a docker-driver gateway has secret values to compare; no key file is made otherwise.
+    if matches!(
+        desired.gateway.runtime,
+        Some(GatewayRuntime::DockerDriver { .. })
+    ) {
+        let key = fingerprint_key();
+        desired.fingerprint_secrets(key.as_deref());
+    }
     Ok(desired)
 }
 

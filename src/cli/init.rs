@@ -59,6 +59,7 @@ pub fn run(_args: &Args) -> Result<Exit, CliError> {
             port,
             env_keys: keys.clone(),
             clear_keys: keys,
+            fingerprint_key: None,
         }),
     };
     let observed = context::runtime()?.block_on(crate::observe::observe(&opts));

@@ -23,6 +23,21 @@ pub struct Desired {
     pub destroy_volumes: BTreeSet<String>,
     /// Undeclared sandboxes the user allows the engine to delete, by exact name.
     pub prune_sandboxes: BTreeSet<String>,
+    /// Fingerprints of the file's `gateway.env` values, as the planner compares them.
+    #[serde(default)]
+    pub secret_fingerprints: SecretFingerprints,
+}
+
+/// The file's secret values reduced to fingerprints, under the host's key when there is one
+/// ([`Desired::fingerprint_secrets`]). The planner sees only these, never a key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretFingerprints {
+    /// The key's public id; `None`: plain SHA-256.
+    pub key_id: Option<String>,
+    /// Per `gateway.env` key, its value's fingerprint.
+    pub env: BTreeMap<String, String>,
+    /// Of the whole `gateway.env` map: saved plans pin it and apply re-checks it.
+    pub env_map: String,
 }
 
 /// The file a [`Desired`] was read from.
@@ -182,6 +197,28 @@ pub struct Cleanup {
 }
 
 impl Desired {
+    /// (Re)computes [`Self::secret_fingerprints`] under `key` (`None`: plain SHA-256).
+    pub fn fingerprint_secrets(&mut self, key: Option<&[u8]>) {
+        let empty = BTreeMap::new();
+        let env = match &self.gateway.runtime {
+            Some(GatewayRuntime::DockerDriver { env, .. }) => env,
+            _ => &empty,
+        };
+        let map: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        self.secret_fingerprints = SecretFingerprints {
+            key_id: key.map(super::fingerprint_key_id),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.clone(), super::fingerprint_with(key, v.as_bytes())))
+                .collect(),
+            // Without a key, the bare hex saved plans always carried.
+            env_map: match key {
+                Some(_) => super::fingerprint_with(key, map.as_bytes()),
+                None => super::sha256_hex(map.as_bytes()),
+            },
+        };
+    }
+
     /// Returns the declared sandbox that pins `port`, if any.
     #[must_use]
     pub fn sandbox_needing(&self, port: u16) -> Option<&SandboxDesired> {

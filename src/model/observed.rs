@@ -429,6 +429,10 @@ pub struct DriverFacts {
     /// mounts into sandboxes instead of pulling an image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supervisor_binary: Option<String>,
+    /// The id of the key the environment's fingerprints were made with
+    /// ([`crate::model::fingerprint_key_id`]); absent: plain SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint_key_id: Option<String>,
 }
 
 /// A live `openshell-gateway` process.

@@ -27,6 +27,8 @@ pub struct DriverQuery {
     /// Of those, the keys whose values are kept in clear (the engine's own settings); every other
     /// value is kept only as a fingerprint.
     pub clear_keys: BTreeSet<String>,
+    /// The host's fingerprint key: other values are kept as HMACs under it.
+    pub fingerprint_key: Option<Vec<u8>>,
 }
 
 /// The name every gateway process carries in its command line.
@@ -124,7 +126,12 @@ pub fn observe(
     let process = from_pid_file
         .or_else(|| from_port().map(|info| (info, "port-listener")))
         .map(|(info, via)| {
-            let environ = read_environ(info.pid, &q.env_keys, &q.clear_keys);
+            let environ = read_environ(
+                info.pid,
+                &q.env_keys,
+                &q.clear_keys,
+                q.fingerprint_key.as_deref(),
+            );
             let exe = match std::fs::read_link(format!("/proc/{}/exe", info.pid)) {
                 Ok(p) => Observation::Known {
                     value: p.display().to_string(),
@@ -160,6 +167,10 @@ pub fn observe(
         binary_version,
         supervisor_binary,
         process,
+        fingerprint_key_id: q
+            .fingerprint_key
+            .as_deref()
+            .map(crate::model::fingerprint_key_id),
     }
 }
 
@@ -183,13 +194,14 @@ fn read_environ(
     pid: u32,
     keys: &BTreeSet<String>,
     clear: &BTreeSet<String>,
+    key: Option<&[u8]>,
 ) -> Observation<BTreeMap<String, String>> {
     procfs::environ(pid, |k, v| {
         keys.contains(k).then(|| {
             if clear.contains(k) {
                 v.to_owned()
             } else {
-                crate::model::fingerprint(v)
+                crate::model::fingerprint_with(key, v.as_bytes())
             }
         })
     })

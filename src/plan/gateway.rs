@@ -556,13 +556,6 @@ pub fn gateway_config(
     )
 }
 
-/// SHA-256 of a whole env map, as `KEY=VALUE\n` lines in key order.
-#[must_use]
-pub fn env_map_sha256(env: &BTreeMap<String, String>) -> String {
-    let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-    crate::model::sha256_hex(text.as_bytes())
-}
-
 /// A restart of the running gateway: SIGTERM, up to `gateway.stopGrace` for its own shutdown
 /// (it stops every sandbox container first), then a start with the file's settings.
 #[allow(clippy::too_many_arguments)]
@@ -656,7 +649,7 @@ fn driver(
             binary: facts.binary.clone().unwrap_or_default(),
             managed_env: managed.clone(),
             file_env_keys: file_env.keys().cloned().collect(),
-            file_env_sha256: env_map_sha256(file_env),
+            file_env_sha256: desired.secret_fingerprints.env_map.clone(),
             state_dir: facts.state_dir.clone(),
             wait: wait(g),
             stop,
@@ -672,7 +665,7 @@ fn driver(
 
     if let Some(p) = &facts.process {
         let me = observed.host.invoking_uid;
-        let drift = driver_drift(facts, &managed, file_env);
+        let drift = driver_drift(facts, &managed, file_env, &desired.secret_fingerprints);
         if p.info.uid != me {
             b.finding(
                 &addr,
@@ -830,6 +823,7 @@ fn driver_drift(
     facts: &DriverFacts,
     managed: &BTreeMap<String, String>,
     file_env: &BTreeMap<String, String>,
+    fingerprints: &crate::model::desired::SecretFingerprints,
 ) -> Option<Result<String, String>> {
     let p = facts.process.as_ref()?;
     let environ = match &p.environ {
@@ -849,9 +843,12 @@ fn driver_drift(
             ));
         }
     }
-    for (k, v) in file_env {
-        if environ.get(k) != Some(&crate::model::fingerprint(v)) {
-            why.push(format!("`{k}` differs from the file"));
+    // Fingerprints made under different keys (a snapshot from another host) cannot be compared.
+    if fingerprints.key_id == facts.fingerprint_key_id {
+        for k in file_env.keys() {
+            if environ.get(k) != fingerprints.env.get(k) {
+                why.push(format!("`{k}` differs from the file"));
+            }
         }
     }
     match &p.exe {

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-pub use gateway::{env_map_sha256, managed_env};
+pub use gateway::managed_env;
 pub use step::{
     Action, Blocked, CliGatewayTarget, ContainerSpec, ContainerTarget, Finding, FindingKind,
     ForwardTarget, HealthWait, ProcessTarget, RegistryFields, RegistryTarget, Risk, SandboxTarget,

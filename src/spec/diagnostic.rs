@@ -150,7 +150,7 @@ impl Diagnostic {
         self
     }
 
-        /// Renders in the compiler style: headline, `--> file:line:col`, the source line with a caret,
+    /// Renders in the compiler style: headline, `--> file:line:col`, the source line with a caret,
     /// then `expected` and `hint` lines.
     #[must_use]
     pub fn render(&self, file: &str, source: &str, color: bool) -> String {

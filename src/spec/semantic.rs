@@ -286,7 +286,7 @@ pub fn resolve(
         diags.sort_by_key(|d| d.span);
         return Err(diags);
     }
-    Ok(Desired {
+    let mut desired = Desired {
         source,
         gateway,
         dashboard: range,
@@ -312,7 +312,10 @@ pub fn resolve(
         },
         destroy_volumes: spec.destroy.volumes.iter().cloned().collect(),
         prune_sandboxes: spec.prune.sandboxes.iter().cloned().collect(),
-    })
+        secret_fingerprints: crate::model::desired::SecretFingerprints::default(),
+    };
+    desired.fingerprint_secrets(None);
+    Ok(desired)
 }
 
 fn resolve_sandbox(s: &super::types::SandboxSpec, base: &Path) -> SandboxDesired {

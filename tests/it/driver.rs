@@ -162,6 +162,15 @@ fn the_gateway_is_started_then_restarted_when_its_env_drifts() {
             "`{args:?}` printed the env value"
         );
     }
+    // Nor can it be guessed from a snapshot: the fingerprint is keyed, not a bare SHA-256.
+    let observed: serde_json::Value =
+        serde_json::from_slice(&g.run(&["observe", "-f", "nemoclaw.yaml"]).stdout).unwrap();
+    let kept = observed["gateway_process"]["process"]["environ"]["value"]["EXTRA_TOKEN"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{observed:#}"))
+        .to_owned();
+    assert!(kept.starts_with("hmac-sha256:"), "{kept}");
+    assert!(!kept.contains(&nemoclaw::model::sha256_hex(secret.as_bytes())));
 }
 
 #[test]

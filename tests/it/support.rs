@@ -382,6 +382,7 @@ impl Host {
             },
             runtime_marker: Observation::Known { value: None },
             binary: binary.map(str::to_owned),
+            fingerprint_key_id: None,
             binary_candidates: vec![
                 "/usr/local/bin/openshell-gateway".to_owned(),
                 "/usr/bin/openshell-gateway".to_owned(),
