@@ -18,6 +18,8 @@
 
 pub mod apply;
 pub mod cli;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod observe;
 pub mod plan;

@@ -409,6 +409,12 @@ pub fn load_observed(path: &Path) -> Result<Observed, CliError> {
     let bytes = crate::observe::files::read_input(path, MAX_SNAPSHOT_BYTES)
         .map_err(|e| CliError::from_error(format!("cannot read the observation `{shown}`"), &e))?;
     let text = utf8(&shown, bytes)?;
+    parse_observed(&shown, &text)
+}
+
+/// Parses a saved observation's text (JSON, or YAML within [`spec::yaml::Limits::SNAPSHOT`]) and
+/// checks its format version. `shown` labels errors.
+pub fn parse_observed(shown: &str, text: &str) -> Result<Observed, CliError> {
     let observed: Observed = if text.trim_start().starts_with('{') {
         serde_json::from_str(&text).map_err(|e| {
             CliError::new(format!(
@@ -421,7 +427,7 @@ pub fn load_observed(path: &Path) -> Result<Observed, CliError> {
     } else {
         // The same bounded parser as the desired file (depth, size, alias budget), then serde.
         let (root, diags) =
-            spec::yaml::parse_with(&text, spec::yaml::Limits::SNAPSHOT).map_err(|d| {
+            spec::yaml::parse_with(text, spec::yaml::Limits::SNAPSHOT).map_err(|d| {
                 let at = d.span.map(|s| format!(":{s}")).unwrap_or_default();
                 CliError::new(format!("`{shown}`{at}: not an observation: {}", d.message))
                     .hint("create one with `nemoclaw observe -f nemoclaw.yaml -o json > host.json`")

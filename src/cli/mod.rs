@@ -3,7 +3,7 @@
 //! Only this module prints or reads environment variables; the layers below take plain values.
 
 mod apply;
-mod context;
+pub mod context;
 mod exit;
 mod history;
 mod init;

@@ -137,9 +137,12 @@ pub fn rederive(
         match by_id.get(s.id.as_str()) {
             Some(f) if same_step(s, f) => {
                 let mut step = (*f).clone();
-                // A step saved blocked was reviewed as not running; it stays so.
-                if step.blocked.is_none() {
-                    step.blocked.clone_from(&s.blocked);
+                // Consent is this apply's (`--allow`), as the fresh plan applied it. A step saved
+                // blocked for want of a person was reviewed as not running: it stays so.
+                if step.blocked.is_none()
+                    && let Some(b) = s.blocked.as_ref().filter(|b| b.allow.is_none())
+                {
+                    step.blocked = Some(b.clone());
                 }
                 steps.push(step);
             }

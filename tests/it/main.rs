@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod docker;
 mod driver;
+mod fuzz_seeds;
 mod gitops;
 mod host;
 mod openclaw;

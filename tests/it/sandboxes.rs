@@ -745,8 +745,16 @@ fn concurrent_writers_following_the_lock_protocol_lose_nothing() {
             "round {i} lost an entry"
         );
     }
-    // The file the engine wrote is private; the directory's mode is NemoClaw's and left as is
+    // A file the engine writes is private; the directory's mode is NemoClaw's and left as is
     // (a directory others could write would be refused, never silently tightened).
+    nemoclaw::apply::registry::update(
+        dir.path(),
+        &file,
+        "engine-last",
+        Some(&fields(18791)),
+        "2026-11-23T00:00:00Z",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
