@@ -416,7 +416,7 @@ pub fn load_observed(path: &Path) -> Result<Observed, CliError> {
 /// checks its format version. `shown` labels errors.
 pub fn parse_observed(shown: &str, text: &str) -> Result<Observed, CliError> {
     let observed: Observed = if text.trim_start().starts_with('{') {
-        serde_json::from_str(&text).map_err(|e| {
+        serde_json::from_str(text).map_err(|e| {
             CliError::new(format!(
                 "`{shown}`:{}:{}: not an observation: {e}",
                 e.line(),
