@@ -174,7 +174,9 @@ pub fn read(path: &Path) -> Result<Vec<Event>, String> {
 /// Intents that have neither an outcome nor a later verdict.
 #[must_use]
 pub fn dangling(events: &[Event]) -> Vec<Dangling> {
-    let mut out: Vec<Dangling> = Vec::new();
+    // Linear in the journal: each intent is found again by (run, step) through an index.
+    let mut out: Vec<Option<Dangling>> = Vec::new();
+    let mut at: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
     for e in events {
         match e {
             Event::Intent {
@@ -186,25 +188,30 @@ pub fn dangling(events: &[Event]) -> Vec<Dangling> {
                 risk,
                 target,
                 ..
-            } => out.push(Dangling {
-                run: run.clone(),
-                at_ms: *at_ms,
-                step: step.clone(),
-                address: address.clone(),
-                action: *action,
-                risk: *risk,
-                target: (**target).clone(),
-            }),
+            } => {
+                at.insert((run.as_str(), step.as_str()), out.len());
+                out.push(Some(Dangling {
+                    run: run.clone(),
+                    at_ms: *at_ms,
+                    step: step.clone(),
+                    address: address.clone(),
+                    action: *action,
+                    risk: *risk,
+                    target: (**target).clone(),
+                }));
+            }
             Event::Outcome { run, step, .. }
             | Event::Recovered {
                 of_run: run, step, ..
             } => {
-                out.retain(|d| !(&d.run == run && &d.step == step));
+                if let Some(i) = at.remove(&(run.as_str(), step.as_str())) {
+                    out[i] = None;
+                }
             }
             Event::Start { .. } | Event::End { .. } => {}
         }
     }
-    out
+    out.into_iter().flatten().collect()
 }
 
 #[cfg(test)]

@@ -36,8 +36,14 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
     let path = context::state_dir()?.join("journal.jsonl");
     let events = journal::read(&path)
         .map_err(|why| CliError::new(format!("cannot read the journal: {why}")))?;
-    let dangling = journal::dangling(&events);
+    // One pass, indexed by run: a journal of 100,000 applies is read in linear time. A step is
+    // "killed mid-step" when its run recorded an intent and no outcome — also after a later run
+    // judged it (the verdict is shown beside it).
     let mut runs: Vec<Run> = Vec::new();
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut open: std::collections::HashMap<(&str, &str), ()> = std::collections::HashMap::new();
+    let mut verdicts: std::collections::HashMap<(&str, &str), &'static str> =
+        std::collections::HashMap::new();
     for e in &events {
         match e {
             Event::Start {
@@ -47,30 +53,53 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
                 desired_path,
                 steps,
                 ..
-            } => runs.push(Run {
-                run: run.clone(),
-                started: format_rfc3339(*at_ms),
-                plan_sha256: plan_sha256.clone(),
-                desired_path: desired_path.clone(),
-                steps: *steps,
-                interrupted_steps: dangling
-                    .iter()
-                    .filter(|d| &d.run == run)
-                    .map(|d| d.step.clone())
-                    .collect(),
-                ..Run::default()
-            }),
-            Event::Outcome { run, outcome, .. } => {
-                if let Some(r) = runs.iter_mut().find(|r| &r.run == run) {
-                    *r.outcomes.entry(outcome.clone()).or_default() += 1;
+            } => {
+                index.insert(run.as_str(), runs.len());
+                runs.push(Run {
+                    run: run.clone(),
+                    started: format_rfc3339(*at_ms),
+                    plan_sha256: plan_sha256.clone(),
+                    desired_path: desired_path.clone(),
+                    steps: *steps,
+                    ..Run::default()
+                });
+            }
+            Event::Intent { run, step, .. } => {
+                open.insert((run.as_str(), step.as_str()), ());
+            }
+            Event::Outcome {
+                run, step, outcome, ..
+            } => {
+                open.remove(&(run.as_str(), step.as_str()));
+                if let Some(&r) = index.get(run.as_str()) {
+                    *runs[r].outcomes.entry(outcome.clone()).or_default() += 1;
                 }
             }
             Event::End { run, exit, .. } => {
-                if let Some(r) = runs.iter_mut().find(|r| &r.run == run) {
-                    r.exit = Some(*exit);
+                if let Some(&r) = index.get(run.as_str()) {
+                    runs[r].exit = Some(*exit);
                 }
             }
-            Event::Intent { .. } | Event::Recovered { .. } => {}
+            Event::Recovered {
+                of_run,
+                step,
+                verdict,
+                ..
+            } => {
+                verdicts.insert((of_run.as_str(), step.as_str()), verdict.as_str());
+            }
+        }
+    }
+    let mut killed: Vec<(&str, &str)> = open.into_keys().collect();
+    killed.sort_unstable();
+    for (run, step) in killed {
+        if let Some(&r) = index.get(run) {
+            runs[r]
+                .interrupted_steps
+                .push(match verdicts.get(&(run, step)) {
+                    Some(v) => format!("{step} (judged {v} later)"),
+                    None => step.to_owned(),
+                });
         }
     }
     if args.output == Format::Json {

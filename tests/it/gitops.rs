@@ -25,8 +25,12 @@ struct Listener(Child);
 
 impl Listener {
     fn spawn(mode: &str, port: u16) -> Self {
+        Self::spawn_named("openclaw-gateway", mode, port)
+    }
+
+    fn spawn_named(arg0: &str, mode: &str, port: u16) -> Self {
         let mut child = Command::new("/usr/bin/python3")
-            .arg0("openclaw-gateway")
+            .arg0(arg0)
             .args(["-c", SCRIPT, mode, &port.to_string()])
             .stdout(Stdio::piped())
             .spawn()
@@ -774,6 +778,74 @@ fn a_forged_gateway_start_with_another_binary_is_refused() {
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert!(
         text(&out).contains("not the file's gateway binary `/usr/bin/true`"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Another user's command line can hold escape sequences (clear the screen, set the title, forge
+/// a line): the plan shows them escaped, never raw.
+#[test]
+fn escape_sequences_in_a_command_line_are_shown_not_obeyed() {
+    let s = Site::new("");
+    let _l = Listener::spawn_named("openclaw-gateway\x1b[2J\x1b]0;pwned\x07", "term", s.port(6));
+    let out = s.run(&["plan"]);
+    let all = text(&out);
+    assert!(
+        !all.contains('\x1b') && !all.contains('\x07'),
+        "raw control characters: {all:?}"
+    );
+    assert!(
+        all.contains("openclaw-gateway\\u{1b}[2J\\u{1b}]0;pwned\\u{7}"),
+        "{all}"
+    );
+}
+
+/// `HOME` unset: the invoking user's passwd entry, never `/tmp` (where any user could plant the
+/// registry the plan reads).
+#[test]
+fn home_unset_means_the_passwd_home_never_tmp() {
+    let s = Site::new("");
+    let me = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .unwrap();
+    let out = s
+        .cmd()
+        .env_remove("HOME")
+        .args(["observe", "-f", "nemoclaw.yaml", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let registry = o["registry"]["value"]["path"]
+        .as_str()
+        .or_else(|| o["registry"]["reason"].as_str())
+        .unwrap()
+        .to_owned();
+    assert!(
+        registry.starts_with(&format!("{}/.nemoclaw", me.dir.display())),
+        "{registry}"
+    );
+}
+
+/// A run killed mid-step stays "killed mid-step" in `history` after the next run judged it.
+#[test]
+fn history_keeps_a_killed_run_labelled_after_it_was_judged() {
+    let s = Site::new("");
+    let state = s.dir.path().join("state/nemoclaw");
+    std::fs::create_dir_all(&state).unwrap();
+    let journal = [
+        r#"{"event":"start","run":"1-1","at_ms":1,"plan_sha256":"aaaaaaaaaaaaaaaa","desired_path":"nemoclaw.yaml","desired_sha256":"b","steps":1}"#,
+        r#"{"event":"intent","run":"1-1","at_ms":2,"step":"stop:process.1","address":"process.1","action":"stop","risk":"disrupt","plan_sha256":"aaaaaaaaaaaaaaaa","target":{"kind":"port","port":1,"holders":[]}}"#,
+        r#"{"event":"recovered","run":"2-2","at_ms":3,"of_run":"1-1","step":"stop:process.1","verdict":"done","detail":"gone"}"#,
+    ]
+    .join("\n")
+        + "\n";
+    std::fs::write(state.join("journal.jsonl"), journal).unwrap();
+    let out = s.run(&["history"]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        text(&out).contains("killed mid-step: stop:process.1 (judged done later)"),
         "{}",
         text(&out)
     );
