@@ -7,7 +7,9 @@
 //! Anything unknown on the way keeps the listener (a finding) or blocks the step; it never
 //! yields a signal (#3397/#3398).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::index::Index;
 
 use super::Builder;
 use super::forward_process::{ForwardProcess, forward_process};
@@ -38,13 +40,19 @@ type ForwardsByPid<'a> = BTreeMap<u32, Vec<(&'a str, u16)>>;
 struct Context<'a> {
     desired: &'a Desired,
     observed: &'a Observed,
+    ix: &'a Index<'a>,
     registry: Result<&'a Registry, &'a str>,
     /// Forward pid files by the pid they name: (sandbox, port).
     forwards: Result<ForwardsByPid<'a>, &'a str>,
     ancestors: BTreeSet<u32>,
 }
 
-pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
+pub(super) fn plan<'a>(
+    desired: &'a Desired,
+    observed: &'a Observed,
+    ix: &'a Index<'a>,
+    b: &mut Builder,
+) {
     let range = desired.dashboard;
     let registry = match &observed.registry {
         Observation::Known { value } => Ok(value),
@@ -86,6 +94,7 @@ pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
     let cx = Context {
         desired,
         observed,
+        ix,
         registry,
         forwards,
         ancestors,
@@ -153,7 +162,7 @@ pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
             kind,
             format!("port {port} is held by {who}; left alone"),
         );
-        if let Some(sb) = desired.sandbox_needing(*port) {
+        if let Some(sb) = ix.needing.get(port) {
             b.step(blocked_free_port(
                 *port,
                 &sb.name,
@@ -176,26 +185,61 @@ struct Group {
 
 /// Groups known holders so that processes sharing a socket (a fork, say) are decided together:
 /// stopping one of them alone would not free the port.
+///
+/// A union-find over pids: near-linear in listeners, where merging into a list of groups was a
+/// scan of every group per listener.
 fn holder_groups(listeners: &[&Listener]) -> Vec<Group> {
+    fn root(parent: &mut HashMap<u32, u32>, mut x: u32) -> u32 {
+        while let Some(&p) = parent.get(&x) {
+            if p == x {
+                break;
+            }
+            // Path halving: point x at its grandparent as we go.
+            let gp = parent.get(&p).copied().unwrap_or(p);
+            parent.insert(x, gp);
+            x = gp;
+        }
+        x
+    }
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    for l in listeners {
+        let Holders::Known { pids } = &l.holders else {
+            continue;
+        };
+        let Some(&first) = pids.first() else { continue };
+        parent.entry(first).or_insert(first);
+        let a = root(&mut parent, first);
+        for &p in &pids[1..] {
+            parent.entry(p).or_insert(p);
+            let r = root(&mut parent, p);
+            if r != a {
+                parent.insert(r, a);
+            }
+        }
+    }
+    let mut by_root: HashMap<u32, Group> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     for l in listeners {
         let Holders::Known { pids } = &l.holders else {
             continue;
         };
-        let touching: Vec<usize> = (0..groups.len())
-            .filter(|i| pids.iter().any(|p| groups[*i].pids.contains(p)))
-            .collect();
-        let mut merged = Group {
-            pids: pids.iter().copied().collect(),
-            ports: BTreeSet::from([l.port]),
+        let Some(&first) = pids.first() else {
+            // A socket with no holder left is its own group, as it always was.
+            groups.push(Group {
+                pids: BTreeSet::new(),
+                ports: BTreeSet::from([l.port]),
+            });
+            continue;
         };
-        for i in touching.into_iter().rev() {
-            let g = groups.swap_remove(i);
-            merged.pids.extend(g.pids);
-            merged.ports.extend(g.ports);
-        }
-        groups.push(merged);
+        let r = root(&mut parent, first);
+        let g = by_root.entry(r).or_insert_with(|| Group {
+            pids: BTreeSet::new(),
+            ports: BTreeSet::new(),
+        });
+        g.pids.extend(pids.iter().copied());
+        g.ports.insert(l.port);
     }
+    groups.extend(by_root.into_values());
     groups.sort_by_key(|g| (g.ports.first().copied(), g.pids.first().copied()));
     groups
 }
@@ -250,7 +294,7 @@ fn plan_group(b: &mut Builder, cx: &Context<'_>, group: &Group) {
                 .copied()
                 .chain(named)
             {
-                if desired.declares(sandbox) {
+                if cx.ix.declares(sandbox) {
                     keep.push(Keep::DeclaredForward {
                         pid,
                         sandbox: sandbox.to_owned(),
@@ -301,14 +345,12 @@ fn plan_group(b: &mut Builder, cx: &Context<'_>, group: &Group) {
         if desired.cleanup.protected_ports.contains(port) {
             keep.push(Keep::Protected(*port));
         }
-        if let Ok(registry) = cx.registry {
-            for entry in registry.sandboxes.values() {
-                if entry.dashboard_port == Some(*port) && !desired.declares(&entry.name) {
-                    keep.push(Keep::RegisteredSandbox {
-                        sandbox: entry.name.clone(),
-                        port: *port,
-                    });
-                }
+        if cx.registry.is_ok() {
+            for entry in cx.ix.undeclared_by_port.get(port).into_iter().flatten() {
+                keep.push(Keep::RegisteredSandbox {
+                    sandbox: entry.name.clone(),
+                    port: *port,
+                });
             }
         }
     }
@@ -322,7 +364,7 @@ fn plan_group(b: &mut Builder, cx: &Context<'_>, group: &Group) {
     let needed: Vec<(u16, &str)> = group
         .ports
         .iter()
-        .filter_map(|p| desired.sandbox_needing(*p).map(|s| (*p, s.name.as_str())))
+        .filter_map(|p| cx.ix.needing.get(p).map(|s| (*p, s.name.as_str())))
         .collect();
 
     if !keep.is_empty() {
@@ -453,36 +495,23 @@ fn attributed<'a>(
     forward: Option<&ForwardProcess>,
 ) -> Vec<(&'a str, u16)> {
     let mut out: Vec<(&'a str, u16)> = cx
-        .observed
-        .openshell
-        .as_ref()
-        .and_then(|c| c.forwards.known())
-        .map(|rows| {
-            rows.iter()
-                .filter(|r| r.pid == Some(pid))
-                .map(|r| (r.sandbox.as_str(), r.port))
-                .collect()
-        })
-        .unwrap_or_default();
-    if let (Some(f), Some(rows)) = (
-        forward,
-        cx.observed
-            .openshell
-            .as_ref()
-            .and_then(|c| c.sandboxes.known()),
-    ) {
-        for r in rows {
-            if r.id.is_some() && r.id == f.sandbox_id {
-                out.extend(f.ports.iter().map(|p| (r.name.as_str(), *p)));
-            }
-        }
+        .ix
+        .forward_rows_by_pid
+        .get(&pid)
+        .into_iter()
+        .flatten()
+        .map(|r| (r.sandbox.as_str(), r.port))
+        .collect();
+    let Some(id) = forward.and_then(|f| f.sandbox_id.as_deref()) else {
+        return out;
+    };
+    let f = forward.expect("an id comes from a forward");
+    for r in cx.ix.rows_by_id.get(id).into_iter().flatten() {
+        out.extend(f.ports.iter().map(|p| (r.name.as_str(), *p)));
     }
-    if let (Some(f), Some(files)) = (forward, cx.observed.forwards.known()) {
-        for file in files {
-            let same_id = file.content.known().is_some_and(|c| {
-                !c.sandbox_id.is_empty() && f.sandbox_id.as_deref() == Some(c.sandbox_id.as_str())
-            });
-            if same_id && f.ports.contains(&file.port) {
+    if !id.is_empty() {
+        for file in cx.ix.forward_files_by_id.get(id).into_iter().flatten() {
+            if f.ports.contains(&file.port) {
                 out.push((file.sandbox.as_str(), file.port));
             }
         }
@@ -549,13 +578,7 @@ fn orphaned(cx: &Context<'_>, f: &ForwardProcess) -> bool {
     let Some(id) = f.sandbox_id.as_deref() else {
         return false;
     };
-    cx.observed
-        .openshell
-        .as_ref()
-        .and_then(|c| c.sandboxes.known())
-        .is_some_and(|rows| {
-            rows.iter().all(|r| r.id.is_some()) && !rows.iter().any(|r| r.id.as_deref() == Some(id))
-        })
+    cx.ix.rows_known && cx.ix.rows_all_have_ids && !cx.ix.rows_by_id.contains_key(id)
 }
 
 fn blocked_observation(b: &mut Builder, cx: &Context<'_>, why: &str) {

@@ -7,6 +7,7 @@
 pub mod cli_gateway;
 pub mod forward_process;
 pub mod gateway;
+pub mod index;
 mod listeners;
 pub mod openshell;
 pub mod recovery;
@@ -94,11 +95,12 @@ impl Plan {
 #[must_use]
 pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Plan {
     let mut b = Builder::default();
-    listeners::plan(desired, observed, &mut b);
+    let ix = index::Index::new(desired, observed);
+    listeners::plan(desired, observed, &ix, &mut b);
     gateway::plan(desired, observed, &mut b);
     secrets::plan(desired, observed, &mut b);
     cli_gateway::plan(desired, observed, &mut b);
-    sandboxes::plan(desired, observed, &mut b);
+    sandboxes::plan(desired, observed, &ix, &mut b);
     b.finish(desired, options)
 }
 
@@ -106,16 +108,24 @@ pub fn plan(desired: &Desired, observed: &Observed, options: &PlanOptions) -> Pl
 #[derive(Default)]
 struct Builder {
     steps: Vec<Step>,
-    /// Ids already in `steps`: a step planned twice is kept once (its first form).
-    ids: BTreeSet<String>,
+    /// Each id in `steps` with its position: a step planned twice is kept once (its first
+    /// form), and a later planner finds an earlier step without a scan.
+    ids: std::collections::HashMap<String, usize>,
     findings: Vec<Finding>,
 }
 
 impl Builder {
     fn step(&mut self, step: Step) {
-        if self.ids.insert(step.id.clone()) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.ids.entry(step.id.clone()) {
+            e.insert(self.steps.len());
             self.steps.push(step);
         }
+    }
+
+    /// The step with `id`, if planned.
+    fn step_mut(&mut self, id: &str) -> Option<&mut Step> {
+        let i = *self.ids.get(id)?;
+        self.steps.get_mut(i)
     }
 
     /// An `observe` step that cannot run: what `address` needs to be known first (`reason`) could

@@ -8,61 +8,53 @@
 
 use super::super::Builder;
 use super::super::forward_process::forward_process;
+use super::super::index::Index;
 use super::super::step::{Action, Blocked, ForwardTarget, Risk, Step, Target};
 use crate::model::{Holders, Observed, SandboxDesired};
 
 /// The pids holding a listener on `port`.
-fn holders(observed: &Observed, port: u16) -> Vec<u32> {
-    observed
-        .listeners
-        .known()
-        .map(|ls| {
-            ls.iter()
-                .filter(|l| l.port == port)
-                .filter_map(|l| match &l.holders {
-                    Holders::Known { pids } => Some(pids.clone()),
-                    Holders::Unknown { .. } => None,
-                })
-                .flatten()
-                .collect()
+fn holders(ix: &Index<'_>, port: u16) -> Vec<u32> {
+    ix.listeners_on(port)
+        .iter()
+        .filter_map(|l| match &l.holders {
+            Holders::Known { pids } => Some(pids.clone()),
+            Holders::Unknown { .. } => None,
         })
-        .unwrap_or_default()
+        .flatten()
+        .collect()
 }
 
 /// Why `sandbox`'s forward on `port` is live, or `None` when it is not.
 #[must_use]
-pub fn live_forward(observed: &Observed, sandbox: &str, port: u16) -> Option<String> {
-    let holders = holders(observed, port);
+pub fn live_forward(
+    observed: &Observed,
+    ix: &Index<'_>,
+    sandbox: &str,
+    port: u16,
+) -> Option<String> {
+    let holders = holders(ix, port);
     if holders.is_empty() {
         return None;
     }
-    let pid_files: Vec<_> = observed
-        .forwards
-        .known()
-        .map(|fs| {
-            fs.iter()
-                .filter(|f| f.sandbox == sandbox && f.port == port)
-                .filter_map(|f| f.content.known())
-                .collect()
-        })
-        .unwrap_or_default();
+    let pid_files: Vec<_> = ix
+        .forward_files
+        .get(&(sandbox, port))
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.content.known())
+        .collect();
     if let Some(c) = pid_files.iter().find(|c| holders.contains(&c.pid)) {
         return Some(format!(
             "its pid file names pid {}, which listens on {port}",
             c.pid
         ));
     }
-    let listed = observed
-        .openshell
-        .as_ref()
-        .and_then(|c| c.forwards.known())
-        .and_then(|rows| {
-            rows.iter().find(|r| {
-                r.sandbox == sandbox
-                    && r.port == port
-                    && r.pid.is_some_and(|p| holders.contains(&p))
-            })
-        });
+    let listed = ix
+        .forward_rows
+        .get(&(sandbox, port))
+        .into_iter()
+        .flatten()
+        .find(|r| r.pid.is_some_and(|p| holders.contains(&p)));
     if let Some(r) = listed {
         return Some(format!(
             "`openshell forward list` names pid {}, which listens on {port}",
@@ -88,6 +80,7 @@ pub fn live_forward(observed: &Observed, sandbox: &str, port: u16) -> Option<Str
 #[allow(clippy::too_many_arguments)]
 pub(super) fn plan(
     observed: &Observed,
+    ix: &Index<'_>,
     sb: &SandboxDesired,
     port: u16,
     binary: &str,
@@ -96,15 +89,16 @@ pub(super) fn plan(
     after: &[String],
     b: &mut Builder,
 ) {
-    if live_forward(observed, &sb.name, port).is_some() {
+    if live_forward(observed, ix, &sb.name, port).is_some() {
         return;
     }
-    let Some(files) = observed.forwards.known() else {
+    if observed.forwards.known().is_none() {
         return; // The listener planner already reported the unreadable forward directory.
-    };
-    let dead = files
-        .iter()
-        .find(|f| f.sandbox == sb.name && f.port == port)
+    }
+    let dead = ix
+        .forward_files
+        .get(&(sb.name.as_str(), port))
+        .and_then(|fs| fs.first())
         .map(|f| f.path.clone());
     let bind = if sb.dashboard_bind.is_unspecified() {
         format!("0.0.0.0:{port}")

@@ -13,12 +13,13 @@ pub mod forward;
 mod ports;
 mod undeclared;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use forward::live_forward;
 pub use ports::{Assigned, assign_ports};
 
 use super::Builder;
+use super::index::Index;
 use super::openshell;
 use super::step::{
     Action, Blocked, ContainerTarget, FindingKind, RegistryFields, RegistryTarget, Risk,
@@ -40,6 +41,11 @@ enum Live<'a> {
 struct Context<'a> {
     desired: &'a Desired,
     observed: &'a Observed,
+    ix: &'a Index<'a>,
+    /// The stop steps planned so far (listeners, gateway), by each port they free.
+    stops_by_port: HashMap<u16, Vec<String>>,
+    /// The pids those (unblocked) stops end.
+    stopped: BTreeSet<u32>,
     /// The CLI, or why it cannot be used.
     cli: Result<&'a CliFacts, Blocked>,
     binary: String,
@@ -81,7 +87,12 @@ fn prerequisites(desired: &Desired, steps: &[Step]) -> Vec<String> {
         .collect()
 }
 
-pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
+pub(super) fn plan<'a>(
+    desired: &'a Desired,
+    observed: &'a Observed,
+    ix: &'a Index<'a>,
+    b: &mut Builder,
+) {
     // Without the CLI's section the observation was not made for sandboxes (a snapshot from
     // before they were observed): nothing is planned for them rather than a guess.
     if observed.openshell.is_none() {
@@ -93,9 +104,20 @@ pub(super) fn plan(desired: &Desired, observed: &Observed, b: &mut Builder) {
         return;
     }
     let cli = openshell::usable(observed);
+    let mut stops_by_port: HashMap<u16, Vec<String>> = HashMap::new();
+    for s in b.steps.iter().filter(|s| s.action == Action::Stop) {
+        if let Target::Process(p) = &s.target {
+            for port in &p.ports {
+                stops_by_port.entry(*port).or_default().push(s.id.clone());
+            }
+        }
+    }
     let cx = Context {
         desired,
         observed,
+        ix,
+        stops_by_port,
+        stopped: ports::stopped_pids(&b.steps),
         binary: observed
             .openshell
             .as_ref()
@@ -194,16 +216,12 @@ fn declared(
     }
     // A stop step that frees this port must come first: the port is claimed before anything
     // is built (#3397).
-    let frees: Vec<String> = b
-        .steps
-        .iter()
-        .filter(|s| {
-            s.action == Action::Stop
-                && matches!(&s.target, Target::Process(p) if p.ports.contains(&port.port))
-        })
-        .map(|s| s.id.clone())
-        .collect();
-    let port_blocked = port_held_by_other(cx.observed, &b.steps, &sb.name, port.port);
+    let frees: Vec<String> = cx
+        .stops_by_port
+        .get(&port.port)
+        .cloned()
+        .unwrap_or_default();
+    let port_blocked = port_held_by_other(cx, &sb.name, port.port);
     let mut before = cx.prerequisites.clone();
     before.extend(frees.iter().cloned());
     let fields = RegistryFields {
@@ -217,8 +235,10 @@ fn declared(
     match live {
         Live::Unknown(why) => {
             // Nothing is stopped to free a port for a sandbox that may already have it.
-            for s in b.steps.iter_mut().filter(|s| frees.contains(&s.id)) {
-                if s.blocked.is_none() {
+            for id in &frees {
+                if let Some(s) = b.step_mut(id)
+                    && s.blocked.is_none()
+                {
                     s.blocked = Some(Blocked {
                         reason: format!(
                             "it would free port {} for sandbox `{}`, whose existence is unknown ({why}); the listener may be that sandbox's own",
@@ -351,6 +371,7 @@ fn declared(
         forward_after.extend(before);
         forward::plan(
             cx.observed,
+            cx.ix,
             sb,
             port.port,
             &cx.binary,
@@ -389,21 +410,11 @@ fn derived_ports_finding(desired: &Desired, observed: &Observed, b: &mut Builder
 
 /// Blocked when the port is held by something this plan does not stop and that is not the
 /// sandbox's own live forward: nothing is built on a port that cannot be claimed (#3397).
-fn port_held_by_other(
-    observed: &Observed,
-    steps: &[Step],
-    sandbox: &str,
-    port: u16,
-) -> Option<Blocked> {
-    let stopped = ports::stopped_pids(steps);
-    let held = observed.listeners.known().is_some_and(|ls| {
-        ls.iter()
-            .filter(|l| l.port == port)
-            .any(|l| match &l.holders {
-                Holders::Known { pids } => !pids.iter().all(|p| stopped.contains(p)),
-                Holders::Unknown { .. } => true,
-            })
-    }) && live_forward(observed, sandbox, port).is_none();
+fn port_held_by_other(cx: &Context<'_>, sandbox: &str, port: u16) -> Option<Blocked> {
+    let held = cx.ix.listeners_on(port).iter().any(|l| match &l.holders {
+        Holders::Known { pids } => !pids.iter().all(|p| cx.stopped.contains(p)),
+        Holders::Unknown { .. } => true,
+    }) && live_forward(cx.observed, cx.ix, sandbox, port).is_none();
     held.then(|| Blocked {
         reason: format!(
             "its dashboard port {port} is held by a listener this plan does not stop (see `port.{port}` and the findings); the port is claimed before anything is built"
@@ -413,9 +424,13 @@ fn port_held_by_other(
 }
 
 fn live_state<'a>(sb: &SandboxDesired, cx: &Context<'a>, legacy: bool) -> Live<'a> {
-    let mine: Option<Vec<&SandboxContainer>> = cx
-        .containers
-        .map(|cs| cs.iter().filter(|c| c.sandbox == sb.name).collect());
+    let mine: Option<Vec<&SandboxContainer>> = cx.containers.map(|_| {
+        cx.ix
+            .containers
+            .get(sb.name.as_str())
+            .cloned()
+            .unwrap_or_default()
+    });
     let cli = cx.cli.as_ref().ok();
     let rows = cli.and_then(|c| c.sandboxes.known());
     if let Some(cs) = &mine {
@@ -432,7 +447,7 @@ fn live_state<'a>(sb: &SandboxDesired, cx: &Context<'a>, legacy: bool) -> Live<'
             }
         }
     }
-    if let Some(row) = rows.and_then(|rows| rows.iter().find(|r| r.name == sb.name)) {
+    if let Some(row) = rows.and(cx.ix.rows.get(sb.name.as_str())) {
         return Live::Running(row.phase.clone());
     }
     match (mine.is_some(), rows.is_some(), legacy) {

@@ -1,7 +1,7 @@
 //! Dashboard ports: chosen the same way every time, claimed before anything is built (#3397),
 //! and never moved for a sandbox that already exists (the port is baked into it at create).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::model::{Desired, Observed};
 use crate::plan::step::{Action, Step, Target};
@@ -65,10 +65,11 @@ pub fn assign_ports(
             .filter_map(|s| s.dashboard_port),
     );
     if let Some(r) = registry {
+        let declared: HashSet<&str> = desired.sandboxes.iter().map(|s| s.name.as_str()).collect();
         claimed.extend(
             r.sandboxes
                 .values()
-                .filter(|e| !desired.declares(&e.name))
+                .filter(|e| !declared.contains(e.name.as_str()))
                 .filter_map(|e| e.dashboard_port),
         );
     }
@@ -89,12 +90,17 @@ pub fn assign_ports(
     // A live OpenClaw gateway on P claims P+2 and P+10 later (browser control, extension
     // relay): they are never handed to a sandbox.
     held.extend(openclaw_derived(observed, &stopped).into_keys());
-    let own_forward = |name: &str, port: u16| {
-        observed
-            .forwards
-            .known()
-            .is_some_and(|fs| fs.iter().any(|f| f.sandbox == name && f.port == port))
-    };
+    let forwards: HashSet<(&str, u16)> = observed
+        .forwards
+        .known()
+        .into_iter()
+        .flatten()
+        .map(|f| (f.sandbox.as_str(), f.port))
+        .collect();
+    let own_forward = |name: &str, port: u16| forwards.contains(&(name, port));
+    // The lowest port of the range not yet ruled out: ports only ever become claimed, so the
+    // lowest free one never moves down, and each search resumes where the last one stopped.
+    let mut lowest = range.start;
     let free = |port: u16| -> bool {
         !desired.cleanup.protected_ports.contains(&port)
             && listeners.is_some()
@@ -134,14 +140,21 @@ pub fn assign_ports(
                     file_port: None,
                 })
             }
-            _ => range
-                .ports()
-                .find(|p| !claimed.contains(p) && free(*p))
-                .map(|p| Assigned {
-                    port: p,
-                    why: format!("assigned: the lowest free port of {range}"),
-                    file_port: None,
-                }),
+            _ => {
+                while lowest <= range.end && (claimed.contains(&lowest) || !free(lowest)) {
+                    lowest = match lowest.checked_add(1) {
+                        Some(n) => n,
+                        None => break,
+                    };
+                }
+                (range.contains(lowest) && !claimed.contains(&lowest) && free(lowest))
+                    .then_some(lowest)
+            }
+            .map(|p| Assigned {
+                port: p,
+                why: format!("assigned: the lowest free port of {range}"),
+                file_port: None,
+            }),
         };
         match choice {
             Some(a) => {

@@ -13,19 +13,12 @@ pub(super) fn plan(cx: &Context<'_>, b: &mut Builder) {
         .map(|r| r.sandboxes.keys().map(String::as_str).collect())
         .unwrap_or_default();
     for name in registered {
-        if cx.desired.declares(name) {
+        if cx.ix.declares(name) {
             continue;
         }
         let addr = format!("sandbox.{name}");
-        let in_list = cx
-            .cli
-            .as_ref()
-            .ok()
-            .and_then(|c| c.sandboxes.known())
-            .is_some_and(|rows| rows.iter().any(|r| r.name == name));
-        let in_docker = cx
-            .containers
-            .is_some_and(|cs| cs.iter().any(|c| c.sandbox == name));
+        let in_list = cx.cli.is_ok() && cx.ix.rows_known && cx.ix.rows.contains_key(name);
+        let in_docker = cx.containers.is_some() && cx.ix.containers.contains_key(name);
         let remove = cx.registry_target(name, None);
         if in_list || in_docker {
             if cx.desired.prune_sandboxes.contains(name) {
@@ -56,7 +49,7 @@ pub(super) fn plan(cx: &Context<'_>, b: &mut Builder) {
 
     // Live sandbox containers nobody declared or registered.
     for c in cx.containers.into_iter().flatten() {
-        if cx.desired.declares(&c.sandbox)
+        if cx.ix.declares(&c.sandbox)
             || registry.is_some_and(|r| r.sandboxes.contains_key(&c.sandbox))
         {
             continue;
