@@ -153,6 +153,33 @@ impl Journal {
     }
 }
 
+/// Past this size (8 MiB, some thousands of applies) an apply moves the journal aside, so
+/// every plan reads a short file. Only a journal whose every intent has an outcome or a verdict is
+/// moved: what recovery needs stays in `journal.jsonl`.
+pub const ROTATE_AT: u64 = 8 << 20;
+
+/// The file a rotated journal is kept in, beside `path` (`journal.1.jsonl`); `history` reads it
+/// first. One generation is kept.
+#[must_use]
+pub fn rotated(path: &Path) -> std::path::PathBuf {
+    path.with_extension("1.jsonl")
+}
+
+/// Moves the journal at `path` to [`rotated`] when it is larger than [`ROTATE_AT`] and holds no
+/// dangling intent. Returns whether it did. Called by apply under the host lock.
+pub fn rotate_if_large(path: &Path) -> std::io::Result<bool> {
+    rotate_past(path, ROTATE_AT)
+}
+
+fn rotate_past(path: &Path, limit: u64) -> std::io::Result<bool> {
+    let large = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() > limit);
+    if !large || !dangling(&read(path).map_err(std::io::Error::other)?).is_empty() {
+        return Ok(false);
+    }
+    std::fs::rename(path, rotated(path))?;
+    Ok(true)
+}
+
 /// The largest journal read (256 MiB, some million applies).
 pub const JOURNAL_CAP: u64 = 256 << 20;
 
@@ -274,5 +301,48 @@ mod tests {
         })
         .unwrap();
         assert!(dangling(&read(j.path()).unwrap()).is_empty());
+    }
+
+    fn intent(step: &str) -> Event {
+        Event::Intent {
+            run: "r".to_owned(),
+            at_ms: 1,
+            step: step.to_owned(),
+            address: "a".to_owned(),
+            action: Action::Stop,
+            risk: Risk::Disrupt,
+            plan_sha256: "p".to_owned(),
+            target: Box::new(Target::Ports {
+                range: "1-2".to_owned(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_long_journal_is_moved_aside_only_when_nothing_dangles() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), 1).unwrap();
+        j.record(&intent("s1")).unwrap();
+        assert!(
+            !rotate_past(j.path(), 10).unwrap(),
+            "an intent without outcome stays"
+        );
+        j.record(&Event::Outcome {
+            run: "r".to_owned(),
+            at_ms: 2,
+            step: "s1".into(),
+            outcome: "done".into(),
+            message: String::new(),
+            elapsed_ms: 1,
+        })
+        .unwrap();
+        assert!(!rotate_past(j.path(), 1 << 20).unwrap(), "short enough");
+        assert!(rotate_past(j.path(), 10).unwrap());
+        assert!(!j.path().exists() && rotated(j.path()).is_file());
+        assert_eq!(rotated(j.path()).file_name().unwrap(), "journal.1.jsonl");
+        // The next record starts a fresh file.
+        let j2 = Journal::open(dir.path(), 3).unwrap();
+        j2.record(&intent("s2")).unwrap();
+        assert_eq!(read(j2.path()).unwrap().len(), 1);
     }
 }

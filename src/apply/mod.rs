@@ -1,11 +1,13 @@
-//! The executor: carries out a [`Plan`] step by step, in order.
+//! The executor: carries out a [`Plan`], independent steps in parallel, conflicting ones in order.
 //!
 //! # Guarantees
 //! - A step runs only if it is not blocked and every step it depends on is done.
 //! - A step never does more than it says: a stop is SIGTERM → wait → SIGKILL → wait, nothing else.
 //! - Before acting, a step re-checks the facts it was planned against (a process's pid, start
 //!   time, uid and command line; that it still listens) and refuses as *stale* if they moved.
-//! - Once interrupted, no new step starts; the running one finishes.
+//! - Once interrupted, no new step starts; the running ones finish.
+//! - Steps that touch the same address, port, pid, container, volume or sandbox never overlap, and
+//!   run in plan order (least risky first).
 //!
 //! # Caveats
 //! The executor decides nothing: convergence is judged by the caller, by observing and planning
@@ -91,43 +93,155 @@ impl ApplyReport {
     }
 }
 
-/// Runs the plan's steps in order. `interrupted` is checked before each step.
+/// Runs the plan's steps: up to `context.parallelism` at once, each as soon as every step it
+/// depends on is done and no earlier step that touches the same thing ([`resources`]: its
+/// address, a port, a pid, a container, a volume, a sandbox) is still pending or running — so
+/// conflicting steps keep the plan's order, least risky first, and `1` is the plain serial walk.
+/// `interrupted` is checked before each start: once set, nothing new starts and the running steps
+/// finish. Outcomes are reported in plan order.
 pub async fn execute(
     plan: &Plan,
     context: &ApplyContext,
     reporter: &dyn Reporter,
     interrupted: &AtomicBool,
 ) -> ApplyReport {
+    use futures_util::StreamExt as _;
+    let steps = &plan.steps;
+    let limit = context.parallelism.max(1);
+    let position: std::collections::HashMap<&str, usize> = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let keys: Vec<Vec<String>> = steps.iter().map(resources).collect();
+    let mut outcomes: Vec<Option<StepOutcome>> = vec![None; steps.len()];
+    let mut started = vec![false; steps.len()];
+    let mut running = futures_util::stream::FuturesUnordered::new();
     let mut report = ApplyReport::default();
-    for step in &plan.steps {
-        let started = Instant::now();
-        let outcome = if interrupted.load(Ordering::SeqCst) {
-            report.interrupted = true;
-            StepOutcome::Skipped("interrupted before it started".to_owned())
-        } else if let Some(b) = &step.blocked {
-            StepOutcome::Skipped(format!("blocked: {}", b.reason))
-        } else if let Some(dep) = step.depends_on.iter().find(|d| {
-            !report
-                .outcomes
-                .iter()
-                .any(|(id, o)| id == *d && o.is_done())
-        }) {
-            StepOutcome::Skipped(format!("{dep} did not complete"))
-        } else {
-            reporter.started(step);
-            let progress = |m: &str| reporter.progress(step, m);
-            run_journaled(plan, step, context, &progress, reporter).await
-        };
+    let settle = |i: usize,
+                  outcome: StepOutcome,
+                  elapsed: Duration,
+                  outcomes: &mut Vec<Option<StepOutcome>>| {
+        let step = &steps[i];
         tracing::info!(
             step = %step.id,
             outcome = outcome_kind(&outcome),
-            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             "step finished"
         );
-        reporter.finished(step, &outcome, started.elapsed());
+        reporter.finished(step, &outcome, elapsed);
+        outcomes[i] = Some(outcome);
+    };
+    loop {
+        if !interrupted.load(Ordering::SeqCst) {
+            for i in 0..steps.len() {
+                if running.len() >= limit {
+                    break;
+                }
+                if started[i] {
+                    continue;
+                }
+                let step = &steps[i];
+                if let Some(b) = &step.blocked {
+                    started[i] = true;
+                    let why = StepOutcome::Skipped(format!("blocked: {}", b.reason));
+                    settle(i, why, Duration::ZERO, &mut outcomes);
+                    continue;
+                }
+                let mut waiting = false;
+                let mut failed_dep = None;
+                for d in &step.depends_on {
+                    match position.get(d.as_str()).map(|&j| &outcomes[j]) {
+                        Some(Some(o)) if o.is_done() => {}
+                        Some(None) => waiting = true,
+                        _ => {
+                            failed_dep = Some(d);
+                            break;
+                        }
+                    }
+                }
+                if let Some(dep) = failed_dep {
+                    started[i] = true;
+                    let why = StepOutcome::Skipped(format!("{dep} did not complete"));
+                    settle(i, why, Duration::ZERO, &mut outcomes);
+                    continue;
+                }
+                let conflict = (0..i)
+                    .any(|j| outcomes[j].is_none() && keys[j].iter().any(|k| keys[i].contains(k)));
+                if waiting || conflict {
+                    continue;
+                }
+                started[i] = true;
+                reporter.started(step);
+                running.push(async move {
+                    let t = Instant::now();
+                    let progress = |m: &str| reporter.progress(step, m);
+                    let outcome = run_journaled(plan, step, context, &progress, reporter).await;
+                    (i, outcome, t.elapsed())
+                });
+            }
+        }
+        let Some((i, outcome, elapsed)) = running.next().await else {
+            break;
+        };
+        settle(i, outcome, elapsed, &mut outcomes);
+    }
+    for (i, step) in steps.iter().enumerate() {
+        let outcome = outcomes[i].take().unwrap_or_else(|| {
+            report.interrupted = true;
+            let o = StepOutcome::Skipped("interrupted before it started".to_owned());
+            reporter.finished(step, &o, Duration::ZERO);
+            o
+        });
         report.outcomes.push((step.id.clone(), outcome));
     }
     report
+}
+
+/// What a step touches, as keys two steps conflict on when they share one.
+fn resources(step: &Step) -> Vec<String> {
+    let mut k = vec![format!("address:{}", step.address)];
+    let port = |p: &u16| format!("port:{p}");
+    match &step.target {
+        Target::Process(p) => {
+            k.push(format!("pid:{}", p.pid));
+            k.extend(p.ports.iter().chain(&p.wait_free).map(port));
+        }
+        Target::GatewayProcess(g) => {
+            k.push("gateway".to_owned());
+            k.push(port(&g.wait.port));
+            if let Some(s) = &g.stop {
+                k.push(format!("pid:{}", s.pid));
+            }
+        }
+        Target::Container(c) => {
+            k.push(format!("container:{}", c.name));
+            if let Some(spec) = &c.spec {
+                k.push(port(&spec.host_port));
+                k.push(format!("volume:{}", spec.volume));
+                k.push(format!("network:{}", spec.network));
+            }
+        }
+        Target::Volume { name, .. } => k.push(format!("volume:{name}")),
+        Target::Sandbox(s) => {
+            k.push(format!("sandbox:{}", s.name));
+            if s.port != 0 {
+                k.push(port(&s.port));
+            }
+        }
+        Target::Registry(r) => k.push(format!("sandbox:{}", r.name)),
+        Target::Forward(f) => {
+            k.push(format!("sandbox:{}", f.sandbox));
+            k.push(port(&f.port));
+        }
+        Target::Port { port: p, .. } => k.push(port(p)),
+        Target::Ports { range } => k.push(format!("ports:{range}")),
+        Target::CliGateway(_) => k.push("cli-gateway".to_owned()),
+        Target::Secrets(_) | Target::CliBundle { .. } | Target::StatefulSet { .. } => {
+            k.push("cluster-secrets".to_owned());
+        }
+    }
+    k
 }
 
 /// What steps need beyond the plan: where Docker is, and the file's secret-bearing values, which
@@ -146,6 +260,10 @@ pub struct ApplyContext {
     pub home: std::path::PathBuf,
     /// How to reach the legacy gateway's cluster.
     pub cluster: Option<crate::observe::cluster::ClusterQuery>,
+    /// How many steps may run at once (`--parallelism`; 0 and 1 both mean one at a time).
+    pub parallelism: usize,
+    /// The plan's hash, computed once per apply for every journal intent.
+    pub plan_sha256: String,
 }
 
 /// Runs one step between its journal intent and outcome, reporting progress while it runs.
@@ -165,7 +283,11 @@ async fn run_journaled(
             address: step.address.clone(),
             action: step.action,
             risk: step.risk,
-            plan_sha256: plan.sha256(),
+            plan_sha256: if context.plan_sha256.is_empty() {
+                plan.sha256()
+            } else {
+                context.plan_sha256.clone()
+            },
             target: Box::new(step.target.clone()),
         };
         // No intent on disk, no action: an unrecorded mutation could not be recovered.

@@ -30,6 +30,11 @@ pub struct Args {
     /// step only: `destroy=volume.openshell-cluster-old`. Repeatable; binds to this apply's plan.
     #[arg(long, value_name = "CLASS[=ADDRESS]", value_parser = super::plan::parse_consent)]
     allow: Vec<Consent>,
+    /// How many steps may run at once. Independent steps (stale listeners on different ports,
+    /// different sandboxes) run together; steps that touch the same port, process, container or
+    /// sandbox never overlap and keep the plan's order. `1` runs one step at a time.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+    parallelism: u16,
 }
 
 pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
@@ -98,7 +103,15 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
         });
     }
     confirm(args.yes)?;
-    execute(&rt, &plan, &desired, &options, journal, &opts)
+    execute(
+        &rt,
+        &plan,
+        &desired,
+        &options,
+        journal,
+        &opts,
+        args.parallelism,
+    )
 }
 
 /// A saved plan is never obeyed as written: it is planned afresh, and only steps the fresh plan
@@ -181,12 +194,23 @@ fn execute(
     options: &PlanOptions,
     journal: journal::Journal,
     opts: &crate::observe::ObserveOptions,
+    parallelism: u16,
 ) -> Result<Exit, CliError> {
     let mut apply_context = context::apply_context(desired, opts);
+    apply_context.parallelism = usize::from(parallelism);
+    // Hashed once: every journal intent carries it.
+    apply_context.plan_sha256 = plan.sha256();
+    // Recovery has judged every interrupted step by now: a long journal can be moved aside.
+    if let Err(e) = journal::rotate_if_large(journal.path()) {
+        tracing::warn!(
+            "cannot rotate the journal {}: {e}",
+            journal.path().display()
+        );
+    }
     let _ = journal.record(&journal::Event::Start {
         run: journal.run().to_owned(),
         at_ms: crate::observe::now_ms(),
-        plan_sha256: plan.sha256(),
+        plan_sha256: apply_context.plan_sha256.clone(),
         desired_path: plan.desired.path.clone(),
         desired_sha256: plan.desired.sha256.clone(),
         steps: plan.steps.len(),
@@ -234,6 +258,7 @@ fn execute(
         &report,
         &interrupted,
     )) {
+        apply_context.plan_sha256 = more.sha256();
         let extra = rt.block_on(executor::execute(
             &more,
             &apply_context,

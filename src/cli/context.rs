@@ -289,6 +289,8 @@ pub fn apply_context(desired: &Desired, opts: &ObserveOptions) -> crate::apply::
         journal: None,
         home: opts.home.clone(),
         cluster: opts.cluster.clone(),
+        parallelism: 1,
+        plan_sha256: String::new(),
     }
 }
 

@@ -34,8 +34,13 @@ struct Run {
 
 pub fn run(args: &Args) -> Result<Exit, CliError> {
     let path = context::state_dir()?.join("journal.jsonl");
-    let events = journal::read(&path)
+    // The rotated generation first, then the live journal: runs in the order they happened.
+    let mut events = journal::read(&journal::rotated(&path))
         .map_err(|why| CliError::new(format!("cannot read the journal: {why}")))?;
+    events.extend(
+        journal::read(&path)
+            .map_err(|why| CliError::new(format!("cannot read the journal: {why}")))?,
+    );
     // One pass, indexed by run: a journal of 100,000 applies is read in linear time. A step is
     // "killed mid-step" when its run recorded an intent and no outcome — also after a later run
     // judged it (the verdict is shown beside it).

@@ -66,8 +66,15 @@ impl Reporter for LineReporter {
     }
 
     fn finished(&self, step: &Step, outcome: &StepOutcome, elapsed: Duration) {
+        print(&format!("{}\n", esc(&Self::line(step, outcome, elapsed))));
+    }
+}
+
+impl LineReporter {
+    /// The closing line of a step: `process.4242: done after 1.2s (...)`.
+    fn line(step: &Step, outcome: &StepOutcome, elapsed: Duration) -> String {
         let secs = elapsed.as_secs_f64();
-        let line = match outcome {
+        match outcome {
             StepOutcome::Done(how) => format!("{}: done after {secs:.1}s ({how})", step.address),
             StepOutcome::Skipped(why) => format!("{}: skipped: {why}", step.address),
             StepOutcome::Stale(why) => format!(
@@ -75,15 +82,16 @@ impl Reporter for LineReporter {
                 step.address
             ),
             StepOutcome::Failed(why) => format!("{}: failed after {secs:.1}s: {why}", step.address),
-        };
-        print(&format!("{}\n", esc(&line)));
+        }
     }
 }
 
 /// On a terminal: a live spinner per running step — what it is doing now and how long it has
-/// run — replaced by the same closing line [`LineReporter`] prints. Anywhere else, plain lines.
+/// run; several at once when steps run in parallel — each replaced by the same closing line
+/// [`LineReporter`] prints. Anywhere else, plain lines.
 pub struct TtyReporter {
-    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+    bars: indicatif::MultiProgress,
+    running: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
 }
 
 impl TtyReporter {
@@ -92,7 +100,8 @@ impl TtyReporter {
     pub fn for_stdout() -> Box<dyn Reporter> {
         if std::io::stdout().is_terminal() {
             Box::new(Self {
-                bar: std::sync::Mutex::new(None),
+                bars: indicatif::MultiProgress::new(),
+                running: std::sync::Mutex::new(std::collections::HashMap::new()),
             })
         } else {
             Box::new(LineReporter)
@@ -102,15 +111,15 @@ impl TtyReporter {
 
 impl Reporter for TtyReporter {
     fn started(&self, step: &Step) {
-        let bar = indicatif::ProgressBar::new_spinner();
+        let bar = self.bars.add(indicatif::ProgressBar::new_spinner());
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} [{elapsed:>4}] {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
         bar.set_message(format!("{}: {}...", step.address, verb(step)));
         bar.enable_steady_tick(Duration::from_millis(120));
-        if let Ok(mut b) = self.bar.lock() {
-            *b = Some(bar);
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(step.id.clone(), bar);
         }
     }
 
@@ -119,20 +128,29 @@ impl Reporter for TtyReporter {
         if message.starts_with("still running...") {
             return;
         }
-        if let Ok(b) = self.bar.lock()
-            && let Some(bar) = b.as_ref()
+        if let Ok(running) = self.running.lock()
+            && let Some(bar) = running.get(&step.id)
         {
             bar.set_message(format!("{}: {}", step.address, esc(message)));
         }
     }
 
     fn finished(&self, step: &Step, outcome: &StepOutcome, elapsed: Duration) {
-        if let Ok(mut b) = self.bar.lock()
-            && let Some(bar) = b.take()
-        {
-            bar.finish_and_clear();
+        let bar = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|mut r| r.remove(&step.id));
+        let line = LineReporter::line(step, outcome, elapsed);
+        match bar {
+            // Printed above the spinners still running, then this one's spinner goes.
+            Some(bar) => {
+                let _ = self.bars.println(esc(&line));
+                bar.finish_and_clear();
+                self.bars.remove(&bar);
+            }
+            None => print(&format!("{}\n", esc(&line))),
         }
-        LineReporter.finished(step, outcome, elapsed);
     }
 }
 

@@ -48,18 +48,53 @@ impl DockerQuery {
 
 /// Connects to the engine at `endpoint` and settles the API version.
 pub async fn connect(endpoint: Option<&str>) -> Result<Docker, String> {
+    connect_with_version(endpoint).await.map(|(d, _)| d)
+}
+
+/// Connects and asks `/version` once: the answer both settles the API version (the lower of the
+/// engine's and the client's, as bollard's `negotiate_version` does) and is the server version
+/// the observation reports — one round trip where negotiating and then asking again took two.
+pub async fn connect_with_version(
+    endpoint: Option<&str>,
+) -> Result<(Docker, bollard::models::SystemVersion), String> {
     let path = match endpoint {
         None => "/var/run/docker.sock",
         Some(e) => e.strip_prefix("unix://").ok_or_else(|| {
             format!("DOCKER_HOST `{e}` is not a unix socket (`unix:///path`); only local engines are supported")
         })?,
     };
-    let docker = Docker::connect_with_unix(path, 30, bollard::API_DEFAULT_VERSION)
-        .map_err(|e| format!("cannot reach the Docker engine at {path}: {e}"))?;
-    docker
-        .negotiate_version()
+    let unreachable =
+        |e: bollard::errors::Error| format!("cannot reach the Docker engine at {path}: {e}");
+    let probe =
+        Docker::connect_with_unix(path, 30, bollard::API_DEFAULT_VERSION).map_err(unreachable)?;
+    let version = probe
+        .version()
         .await
-        .map_err(|e| format!("the Docker engine at {path} does not answer: {e}"))
+        .map_err(|e| format!("the Docker engine at {path} does not answer: {e}"))?;
+    let server = version
+        .api_version
+        .as_deref()
+        .and_then(|v| v.split_once('.'))
+        .and_then(|(a, b)| {
+            Some(bollard::ClientVersion {
+                major_version: a.parse().ok()?,
+                minor_version: b.parse().ok()?,
+            })
+        })
+        .ok_or_else(|| format!("the Docker engine at {path} reported no API version"))?;
+    let default = bollard::API_DEFAULT_VERSION;
+    let api = if (server.major_version, server.minor_version)
+        < (default.major_version, default.minor_version)
+    {
+        server
+    } else {
+        bollard::ClientVersion {
+            major_version: default.major_version,
+            minor_version: default.minor_version,
+        }
+    };
+    let docker = Docker::connect_with_unix(path, 30, &api).map_err(unreachable)?;
+    Ok((docker, version))
 }
 
 /// Returns whether an API error means "no such object".
@@ -82,11 +117,7 @@ pub async fn observe(q: &DockerQuery) -> Observation<DockerFacts> {
 }
 
 async fn observe_inner(q: &DockerQuery) -> Result<DockerFacts, String> {
-    let docker = connect(q.endpoint.as_deref()).await?;
-    let version = docker
-        .version()
-        .await
-        .map_err(|e| format!("docker version: {e}"))?;
+    let (docker, version) = connect_with_version(q.endpoint.as_deref()).await?;
     let mut facts = DockerFacts {
         server_version: version.version.unwrap_or_default(),
         ..DockerFacts::default()

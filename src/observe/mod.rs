@@ -144,9 +144,22 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
     let limit = opts.timeout;
     let gateway_port = opts.gateway_port;
     let docker_query = opts.docker.clone();
-    let (scan, registry, forwards, health, docker) = tokio::join!(
+    // The registry first (a small file, milliseconds): the CLI looks up the sandboxes it names.
+    // Then every observer at once — the CLI's questions, the slowest, beside the socket scan,
+    // Docker and the cluster rather than after them.
+    let registry: Observation<Registry> =
+        blocking(limit, "registry", move || registry::read(&registry_path))
+            .await
+            .unwrap_or_else(|reason| Observation::Unknown { reason });
+    let cli_query = opts.cli.clone().map(|mut q| {
+        // Registered sandboxes missing from `sandbox list` are looked up one by one.
+        if let Observation::Known { value } = &registry {
+            q.registered.extend(value.sandboxes.keys().cloned());
+        }
+        q
+    });
+    let (scan, forwards, health, docker, openshell, cluster) = tokio::join!(
         blocking(limit, "listeners", move || scan_listeners(&ports)),
-        blocking(limit, "registry", move || registry::read(&registry_path)),
         blocking(limit, "forwards", move || forwards::read(&forwards_dir)),
         async move {
             match gateway_port {
@@ -175,14 +188,32 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
             observed("docker", started, None);
             Some(o)
         },
+        async move {
+            match cli_query {
+                Some(q) => blocking(limit * 3, "openshell", move || openshell::observe(&q))
+                    .await
+                    .ok(),
+                None => None,
+            }
+        },
+        async {
+            match &opts.cluster {
+                Some(q) => {
+                    let now_s = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
+                    let started = std::time::Instant::now();
+                    let c = cluster::observe(q, now_s).await;
+                    observed("cluster", started, None);
+                    Some(c)
+                }
+                None => None,
+            }
+        },
     );
     let scan = scan.unwrap_or_else(|reason| ListenerScan {
         listeners: Observation::Unknown { reason },
         processes: BTreeMap::new(),
         source: "none",
     });
-    let registry: Observation<Registry> =
-        registry.unwrap_or_else(|reason| Observation::Unknown { reason });
     let forwards: Observation<Vec<ForwardPidFile>> =
         forwards.unwrap_or_else(|reason| Observation::Unknown { reason });
     let gateway_process = opts
@@ -201,28 +232,6 @@ pub async fn observe(opts: &ObserveOptions) -> Observed {
         }
     };
     let openclaw = openclaw::observe(&scan.listeners, &scan.processes, &home_of);
-    let openshell = match opts.cli.clone() {
-        Some(mut q) => {
-            // Registered sandboxes missing from `sandbox list` are looked up one by one.
-            if let Observation::Known { value } = &registry {
-                q.registered.extend(value.sandboxes.keys().cloned());
-            }
-            blocking(limit * 3, "openshell", move || openshell::observe(&q))
-                .await
-                .ok()
-        }
-        None => None,
-    };
-    let cluster = match &opts.cluster {
-        Some(q) => {
-            let now_s = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
-            let started = std::time::Instant::now();
-            let c = cluster::observe(q, now_s).await;
-            observed("cluster", started, None);
-            Some(c)
-        }
-        None => None,
-    };
     let engine_pid = std::process::id();
     Observed {
         format_version: OBSERVED_FORMAT_VERSION.to_owned(),

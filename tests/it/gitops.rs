@@ -11,27 +11,59 @@ use std::time::{Duration, Instant};
 use crate::support::{code, text};
 use crate::support::{nemoclaw_cmd, next_range};
 
+/// A listener on `argv[2]`. Modes: `term` (dies on SIGTERM), `ignore-term` (SIGTERM does
+/// nothing), `fork-ignore-term` (as `ignore-term`, and a forked child shares the socket until the
+/// parent is gone). With `argv[3]`, each SIGTERM is appended there as `<pid> <epoch seconds>`.
 const SCRIPT: &str = r#"
-import signal, socket, sys
-if sys.argv[1] == "ignore-term":
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-s = socket.create_server(("127.0.0.1", int(sys.argv[2])))
+import os, signal, socket, sys, time
+mode, port = sys.argv[1], int(sys.argv[2])
+record = sys.argv[3] if len(sys.argv) > 3 else None
+def on_term(*_):
+    if record:
+        with open(record, "a") as f:
+            f.write("%d %f\n" % (os.getpid(), time.time()))
+    if mode == "term":
+        sys.exit(0)
+if mode.endswith("ignore-term"):
+    signal.signal(signal.SIGTERM, on_term)
+elif record:
+    signal.signal(signal.SIGTERM, on_term)
+s = socket.create_server(("127.0.0.1", port))
+if mode == "fork-ignore-term":
+    parent = os.getpid()
+    if os.fork() == 0:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        sys.exit(0)
 print("ready", flush=True)
 while True:
     signal.pause()
 "#;
 
-struct Listener(Child);
+pub(crate) struct Listener(Child);
 
 impl Listener {
-    fn spawn(mode: &str, port: u16) -> Self {
+    pub(crate) fn spawn(mode: &str, port: u16) -> Self {
         Self::spawn_named("openclaw-gateway", mode, port)
     }
 
     fn spawn_named(arg0: &str, mode: &str, port: u16) -> Self {
+        Self::spawn_with(arg0, &[mode, &port.to_string()])
+    }
+
+    /// A listener whose SIGTERMs are appended to `record`.
+    pub(crate) fn spawn_recording(mode: &str, port: u16, record: &Path) -> Self {
+        Self::spawn_with(
+            "openclaw-gateway",
+            &[mode, &port.to_string(), &record.display().to_string()],
+        )
+    }
+
+    fn spawn_with(arg0: &str, args: &[&str]) -> Self {
         let mut child = Command::new("/usr/bin/python3")
             .arg0(arg0)
-            .args(["-c", SCRIPT, mode, &port.to_string()])
+            .args(["-c", SCRIPT])
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -43,7 +75,11 @@ impl Listener {
         Self(child)
     }
 
-    fn alive(&mut self) -> bool {
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub(crate) fn alive(&mut self) -> bool {
         self.0.try_wait().unwrap().is_none()
     }
 }
@@ -55,15 +91,15 @@ impl Drop for Listener {
     }
 }
 
-struct Site {
-    dir: tempfile::TempDir,
+pub(crate) struct Site {
+    pub(crate) dir: tempfile::TempDir,
     start: u16,
     /// The `openshell` stand-in's active gateway, reachable while the site lives.
     _gateway: std::net::TcpListener,
 }
 
 impl Site {
-    fn new(extra: &str) -> Self {
+    pub(crate) fn new(extra: &str) -> Self {
         let range = next_range();
         let dir = tempfile::tempdir().unwrap();
         let _gateway = crate::support::standin_gateway(dir.path(), "nemoclaw");
@@ -76,7 +112,7 @@ impl Site {
         s
     }
 
-    fn write(&self, extra: &str) {
+    pub(crate) fn write(&self, extra: &str) {
         let text = format!(
             "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\ndashboard:\n  portRange: \"{}-{}\"\ncleanup:\n  termGrace: 1500ms\n  killGrace: 1s\n{extra}",
             self.start,
@@ -85,21 +121,21 @@ impl Site {
         std::fs::write(self.dir.path().join("nemoclaw.yaml"), text).unwrap();
     }
 
-    fn port(&self, i: u16) -> u16 {
+    pub(crate) fn port(&self, i: u16) -> u16 {
         self.start + i
     }
 
-    fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut c = nemoclaw_cmd(self.dir.path());
         c.env("XDG_STATE_HOME", self.dir.path().join("state"));
         c
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().unwrap()
     }
 
-    fn journal(&self) -> String {
+    pub(crate) fn journal(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("state/nemoclaw/journal.jsonl"))
             .unwrap_or_default()
     }
@@ -184,9 +220,11 @@ fn an_apply_killed_mid_step_is_reported_by_the_next_run_and_converges() {
         // Count only this apply's intents: round k dies inside its k-th step, after k-1 steps
         // completed.
         let before = s.journal().lines().count();
+        // One step at a time, so "the k-th step" is well defined (`parallel::…_killed_mid_way_…`
+        // kills a parallel one).
         let mut apply = s
             .cmd()
-            .args(["apply", "--yes"])
+            .args(["apply", "--yes", "--parallelism", "1"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -517,9 +555,10 @@ fn interrupt_mid_apply(signal: nix::sys::signal::Signal) {
     let s = Site::new("");
     let mut a = Listener::spawn("ignore-term", s.port(0));
     let mut b = Listener::spawn("ignore-term", s.port(10));
+    // The serial walk (the parallel one is `parallel::a_first_ctrl_c_…`).
     let apply = s
         .cmd()
-        .args(["apply", "--yes"])
+        .args(["apply", "--yes", "--parallelism", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -15,6 +15,7 @@ mod gitops;
 mod host;
 mod openclaw;
 mod openshell;
+mod parallel;
 mod planner;
 mod planner_gateway;
 mod planner_secrets;
