@@ -146,6 +146,20 @@ fn main() {
         "| other listeners | seed: 11 lsof + ps | nemoclaw scan (netlink) | nemoclaw scan (/proc/net) | netlink dump only | /proc/net read only | scan, nothing in range | seed / nemoclaw |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // Whole processes, as a user runs them: `nemoclaw observe` (start-up, runtime, every observer
+    // the file asks for) against `ss -ltnpH` and the seed's 11 lsof + ps.
+    let home = tempfile::tempdir().expect("tempdir");
+    let file = home.path().join("nemoclaw.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\ndashboard:\n  portRange: \"{}-{}\"\n",
+            busy_range.start, free_range.end
+        ),
+    )
+    .expect("write");
+    let has_ss = Command::new("ss").arg("-V").output().is_ok();
+    let mut whole = Vec::new();
     for n in ns {
         let _crowd = spawn("bench-crowd", CROWD, &[n.to_string()]);
         let found = observe::scan_listeners(&[busy_range]);
@@ -186,6 +200,41 @@ fn main() {
             "| {n} | {seed_ms:.1} ({seed_lo:.0}-{seed_hi:.0}) | {nl:.2} ({nl_lo:.2}-{nl_hi:.2}) | {pn:.2} ({pn_lo:.2}-{pn_hi:.2}) | {dump:.2} | {read:.2} | {idle:.2} | {:.0}x |",
             seed_ms / nl
         );
+        let (proc_ms, proc_lo, proc_hi) = median_ms(20, || {
+            let out = Command::new(env!("CARGO_BIN_EXE_nemoclaw"))
+                .args(["observe", "-o", "json", "-f"])
+                .arg(&file)
+                .env("HOME", home.path())
+                .env_remove("XDG_STATE_HOME")
+                .output()
+                .expect("nemoclaw observe");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        });
+        let ss = has_ss.then(|| {
+            median_ms(20, || {
+                std::hint::black_box(Command::new("ss").arg("-ltnpH").output().expect("ss"));
+            })
+        });
+        whole.push((n, seed_ms, proc_ms, proc_lo, proc_hi, ss));
         std::thread::sleep(Duration::from_millis(100));
+    }
+    println!();
+    println!(
+        "| other listeners | seed (processes) | `nemoclaw observe` (whole process) | `ss -ltnpH` | seed / nemoclaw | ss / nemoclaw |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (n, seed_ms, p, lo, hi, ss) in whole {
+        let (ss_text, ratio) = match ss {
+            Some((m, l, h)) => (format!("{m:.1} ({l:.1}-{h:.1})"), format!("{:.2}x", m / p)),
+            None => ("not installed".to_owned(), "-".to_owned()),
+        };
+        println!(
+            "| {n} | {seed_ms:.0} | {p:.1} ({lo:.1}-{hi:.1}) | {ss_text} | {:.0}x | {ratio} |",
+            seed_ms / p
+        );
     }
 }

@@ -199,20 +199,30 @@ fn creates_whose_cli_never_returns_complete_once_ready_for_both_supported_versio
             .into_iter()
             .filter(|l| l.starts_with("sandbox create --name") || l.starts_with("forward start"))
             .collect();
-        assert_eq!(
-            mutating,
-            vec![
-                format!(
-                    "sandbox create --name alice --from {root}/Dockerfile --policy {root}/policy.yaml -- env CHAT_UI_URL=http://127.0.0.1:{a} NEMOCLAW_DASHBOARD_PORT={a} OPENCLAW_HOME=/sandbox OPENCLAW_STATE_DIR=/sandbox/.openclaw OPENCLAW_WORKSPACE_DIR=/sandbox/.openclaw/workspace nemoclaw-start"
-                ),
-                format!("forward start --background {a} alice"),
-                format!(
-                    "sandbox create --name bob --from registry.example.com/nemoclaw:1 --cpu 1.5 --memory 4Gi -- env CHAT_UI_URL=http://127.0.0.1:{b} NEMOCLAW_DASHBOARD_PORT={b} OPENCLAW_HOME=/sandbox OPENCLAW_STATE_DIR=/sandbox/.openclaw OPENCLAW_WORKSPACE_DIR=/sandbox/.openclaw/workspace nemoclaw-start"
-                ),
-                format!("forward start --background {b} bob"),
-            ],
-            "{version}"
+        // The two sandboxes are independent and are created side by side; each one's forward
+        // comes after its own create.
+        let at = |prefix: &str| mutating.iter().position(|l| l.starts_with(prefix)).unwrap();
+        assert!(
+            at("sandbox create --name alice")
+                < at(&format!("forward start --background {a} alice"))
         );
+        assert!(
+            at("sandbox create --name bob") < at(&format!("forward start --background {b} bob"))
+        );
+        let mut mutating = mutating;
+        mutating.sort();
+        let mut want = vec![
+            format!(
+                "sandbox create --name alice --from {root}/Dockerfile --policy {root}/policy.yaml -- env CHAT_UI_URL=http://127.0.0.1:{a} NEMOCLAW_DASHBOARD_PORT={a} OPENCLAW_HOME=/sandbox OPENCLAW_STATE_DIR=/sandbox/.openclaw OPENCLAW_WORKSPACE_DIR=/sandbox/.openclaw/workspace nemoclaw-start"
+            ),
+            format!("forward start --background {a} alice"),
+            format!(
+                "sandbox create --name bob --from registry.example.com/nemoclaw:1 --cpu 1.5 --memory 4Gi -- env CHAT_UI_URL=http://127.0.0.1:{b} NEMOCLAW_DASHBOARD_PORT={b} OPENCLAW_HOME=/sandbox OPENCLAW_STATE_DIR=/sandbox/.openclaw OPENCLAW_WORKSPACE_DIR=/sandbox/.openclaw/workspace nemoclaw-start"
+            ),
+            format!("forward start --background {b} bob"),
+        ];
+        want.sort();
+        assert_eq!(mutating, want, "{version}");
         let reg: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(dir.path().join(".nemoclaw/sandboxes.json")).unwrap(),
         )
