@@ -14,13 +14,26 @@ use std::time::{Duration, Instant};
 use nemoclaw::model::PortRange;
 use nemoclaw::observe::{self, sockets};
 
+/// A fake gateway: listens, and answers every connection at once with an HTTP 404 — as the real
+/// OpenClaw and OpenShell gateways answer (`nemoclaw observe` asks OpenClaw gateways `/healthz`;
+/// one that never answered would cost the probe's whole timeout).
 const GATEWAY: &str = r#"
-import signal, socket, sys
+import signal, socket, sys, threading
 socks = []
 for a in sys.argv[1:]:
     host, port = a.rsplit(":", 1)
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     socks.append(socket.create_server((host.strip("[]"), int(port)), family=fam, dualstack_ipv6=host == "[::]"))
+def answer(s):
+    while True:
+        c, _ = s.accept()
+        try:
+            c.recv(4096)
+            c.sendall(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        finally:
+            c.close()
+for s in socks:
+    threading.Thread(target=answer, args=(s,), daemon=True).start()
 print("ready", flush=True)
 signal.pause()
 "#;

@@ -124,7 +124,10 @@ fn terraform(n: usize, dir: &std::path::Path) -> Option<Duration> {
     };
     let init = run(&["init", "-input=false"])?;
     if !init.status.success() {
-        eprintln!("terraform init failed: {}", String::from_utf8_lossy(&init.stderr));
+        eprintln!(
+            "terraform init failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
         return None;
     }
     let times = (0..3)
@@ -137,7 +140,38 @@ fn terraform(n: usize, dir: &std::path::Path) -> Option<Duration> {
     Some(median(times))
 }
 
+/// `NEMOCLAW_BENCH_PROFILE=SANDBOXES,LISTENERS,LOOPS`: plan one mixed host LOOPS times and
+/// nothing else, for `perf record`; `NEMOCLAW_BENCH_KEEP=DIR` also leaves its files in DIR.
+fn profile(spec: &str) {
+    let n: Vec<usize> = spec.split(',').filter_map(|x| x.parse().ok()).collect();
+    let shape = Shape {
+        sandboxes: n[0],
+        presence: Presence::Mixed,
+        listeners: n[1],
+    };
+    let flags = generate::create_flags();
+    if let Some(dir) = std::env::var_os("NEMOCLAW_BENCH_KEEP") {
+        let dir = std::path::Path::new(&dir);
+        std::fs::write(dir.join("nemoclaw.yaml"), generate::desired_yaml(shape)).expect("write");
+        std::fs::write(
+            dir.join("host.json"),
+            serde_json::to_vec(&generate::observed(shape, flags.clone())).expect("json"),
+        )
+        .expect("write");
+    }
+    let desired = nemoclaw::spec::load("bench.yaml", &generate::desired_yaml(shape))
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    let observed = generate::observed(shape, flags);
+    for _ in 0..n[2] {
+        std::hint::black_box(plan(&desired, &observed, &PlanOptions::default()));
+    }
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("NEMOCLAW_BENCH_PROFILE") {
+        profile(&spec);
+        return;
+    }
     let quick = std::env::var_os("NEMOCLAW_BENCH_QUICK").is_some();
     let flags = generate::create_flags();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -67,14 +67,44 @@ pub fn observe(
         return BTreeMap::new();
     };
     let mut out = BTreeMap::new();
-    for p in processes.values().filter(|p| is_gateway(p)) {
-        let ports: BTreeSet<u16> = listeners
+    // The established-connection table is read once for every gateway, and only if there is one.
+    let mut clients: Option<Result<BTreeMap<u16, u32>, String>> = None;
+    let gateways: Vec<(&ProcessInfo, BTreeSet<u16>)> = processes
+        .values()
+        .filter(|p| is_gateway(p))
+        .map(|p| {
+            let ports = listeners
+                .iter()
+                .filter(|l| {
+                    matches!(&l.holders, crate::model::Holders::Known { pids } if pids.contains(&p.pid))
+                })
+                .map(|l| l.port)
+                .collect();
+            (p, ports)
+        })
+        .collect();
+    // `/healthz` of every gateway at once: a gateway that does not answer costs its 500 ms once,
+    // not once per gateway.
+    let healthz: Vec<Option<u16>> = std::thread::scope(|scope| {
+        let probes: Vec<_> = gateways
             .iter()
-            .filter(|l| {
-                matches!(&l.holders, crate::model::Holders::Known { pids } if pids.contains(&p.pid))
+            .map(|(_, ports)| {
+                let first = ports.iter().next().copied();
+                scope.spawn(move || {
+                    first.and_then(|port| {
+                        super::health::probe_path(port, "/healthz", Duration::from_millis(500))
+                            .http_status
+                    })
+                })
             })
-            .map(|l| l.port)
             .collect();
+        probes
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect()
+    });
+    for ((p, ports), healthz) in gateways.iter().zip(healthz) {
+        let p = *p;
         let environ =
             super::procfs::environ(p.pid, |k, v| ENV_KEYS.contains(&k).then(|| v.to_owned()));
         let home = home_of(p.uid);
@@ -86,16 +116,13 @@ pub fn observe(
         } else {
             read_locks(&state_dirs, p)
         };
-        let healthz = ports.iter().next().and_then(|port| {
-            super::health::probe_path(*port, "/healthz", Duration::from_millis(500)).http_status
-        });
         out.insert(
             p.pid,
             OpenClawFacts {
                 environ,
                 unit: super::procfs::cgroup_unit(p.pid),
                 wrapper: wrapper(p.pid),
-                established: established(&ports),
+                established: established(ports, clients.get_or_insert_with(clients_by_local_port)),
                 healthz,
                 locks,
             },
@@ -122,20 +149,38 @@ fn wrapper(pid: u32) -> Option<u32> {
 }
 
 /// Client connections established to `ports` (the server side: local port in `ports`).
-fn established(ports: &BTreeSet<u16>) -> Observation<u32> {
+fn established(
+    ports: &BTreeSet<u16>,
+    clients: &Result<BTreeMap<u16, u32>, String>,
+) -> Observation<u32> {
     if ports.is_empty() {
         return Observation::Known { value: 0 };
     }
-    let mut n = 0;
+    match clients {
+        Ok(by_port) => Observation::Known {
+            value: ports.iter().filter_map(|p| by_port.get(p)).sum(),
+        },
+        Err(reason) => Observation::Unknown {
+            reason: reason.clone(),
+        },
+    }
+}
+
+/// ESTABLISHED sockets counted by local port: through netlink `sock_diag` (the kernel filters by
+/// state), else `/proc/net/tcp{,6}`.
+fn clients_by_local_port() -> Result<BTreeMap<u16, u32>, String> {
+    let mut out = BTreeMap::new();
+    if let Ok(sockets) = super::sockets::netlink_established() {
+        for s in sockets {
+            *out.entry(s.port).or_insert(0) += 1;
+        }
+        return Ok(out);
+    }
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let text = match std::fs::read_to_string(table) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                return Observation::Unknown {
-                    reason: format!("{table}: {e}"),
-                };
-            }
+            Err(e) => return Err(format!("{table}: {e}")),
         };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
@@ -146,12 +191,12 @@ fn established(ports: &BTreeSet<u16>) -> Observation<u32> {
             let port = local
                 .rsplit_once(':')
                 .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            if *state == "01" && port.is_some_and(|p| ports.contains(&p)) {
-                n += 1;
+            if let (true, Some(p)) = (*state == "01", port) {
+                *out.entry(p).or_insert(0) += 1;
             }
         }
     }
-    Observation::Known { value: n }
+    Ok(out)
 }
 
 /// Where OpenClaw state dirs may be: `OPENCLAW_STATE_DIR` when the launcher set it, and the

@@ -72,8 +72,21 @@ const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const IPPROTO_TCP: u8 = 6;
 
+const TCPF_ESTABLISHED: u32 = 1 << 1;
+
 /// Dumps LISTEN TCP sockets of both families through `NETLINK_SOCK_DIAG`.
 pub fn netlink_listening() -> Result<Vec<RawSocket>, String> {
+    netlink_dump(TCPF_LISTEN)
+}
+
+/// Dumps ESTABLISHED TCP sockets of both families (the kernel filters by state), each with its
+/// local port: how many clients a server has, without reading `/proc/net/tcp`.
+pub fn netlink_established() -> Result<Vec<RawSocket>, String> {
+    netlink_dump(TCPF_ESTABLISHED)
+}
+
+/// Dumps the TCP sockets in `states` (a `TCPF_*` mask) of both families.
+fn netlink_dump(states: u32) -> Result<Vec<RawSocket>, String> {
     let fd = socket(AddressFamily::NETLINK, SocketType::DGRAM, Some(SOCK_DIAG))
         .map_err(|e| format!("netlink socket: {e}"))?;
     let kernel = SocketAddrNetlink::new(0, 0);
@@ -88,7 +101,7 @@ pub fn netlink_listening() -> Result<Vec<RawSocket>, String> {
         req[8..12].copy_from_slice(&seq.to_ne_bytes());
         req[16] = family;
         req[17] = IPPROTO_TCP;
-        req[20..24].copy_from_slice(&TCPF_LISTEN.to_ne_bytes());
+        req[20..24].copy_from_slice(&states.to_ne_bytes());
         sendto(&fd, &req, SendFlags::empty(), &kernel).map_err(|e| format!("netlink send: {e}"))?;
         'recv: loop {
             let (n, _) = recv(&fd, &mut buf[..], RecvFlags::empty())
@@ -234,5 +247,20 @@ mod tests {
         let b: Vec<_> = procnet.iter().filter(|s| s.port == port).collect();
         assert_eq!(a.len(), 1);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn established_dump_counts_the_server_side_of_a_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let est = netlink_established().expect("netlink sock_diag works here");
+        assert_eq!(
+            est.iter().filter(|s| s.port == port).count(),
+            1,
+            "the accepted socket"
+        );
+        assert!(netlink_listening().unwrap().iter().any(|s| s.port == port));
     }
 }
