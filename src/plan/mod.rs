@@ -87,7 +87,25 @@ impl Plan {
     /// SHA-256 of the plan's canonical JSON: the id a review, a saved plan and the journal share.
     #[must_use]
     pub fn sha256(&self) -> String {
-        crate::model::sha256_hex(&serde_json::to_vec(self).unwrap_or_default())
+        // Streamed into the hasher: a plan of 30,000 steps is never held twice in memory.
+        struct Hashing(sha2::Sha256);
+        impl std::io::Write for Hashing {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                sha2::Digest::update(&mut self.0, buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut h = Hashing(<sha2::Sha256 as sha2::Digest>::new());
+        let _ = serde_json::to_writer(&mut h, self);
+        let digest = sha2::Digest::finalize(h.0);
+        digest.iter().fold(String::with_capacity(64), |mut s, b| {
+            use std::fmt::Write as _;
+            let _ = write!(s, "{b:02x}");
+            s
+        })
     }
 }
 
@@ -157,7 +175,8 @@ impl Builder {
     fn finish(mut self, desired: &Desired, options: &PlanOptions) -> Plan {
         consent(&mut self.steps, options);
         self.steps = order(self.steps);
-        self.findings.sort();
+        // Equal findings are identical in every field, so an unstable sort orders them the same.
+        self.findings.sort_unstable();
         self.findings.dedup();
         Plan {
             desired: desired.source.clone(),
