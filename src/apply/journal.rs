@@ -263,15 +263,7 @@ mod tests {
             target: Box::new(target.clone()),
         };
         j.record(&intent("s1")).unwrap();
-        j.record(&Event::Outcome {
-            run: j.run().to_owned(),
-            at_ms: 2,
-            step: "s1".into(),
-            outcome: "done".into(),
-            message: String::new(),
-            elapsed_ms: 1,
-        })
-        .unwrap();
+        j.record(&outcome(j.run(), "s1")).unwrap();
         j.record(&intent("s2")).unwrap();
         // A torn last line, as a kill mid-write leaves it.
         std::fs::OpenOptions::new()
@@ -303,6 +295,17 @@ mod tests {
         assert!(dangling(&read(j.path()).unwrap()).is_empty());
     }
 
+    fn outcome(run: &str, step: &str) -> Event {
+        Event::Outcome {
+            run: run.to_owned(),
+            at_ms: 2,
+            step: step.to_owned(),
+            outcome: "done".into(),
+            message: String::new(),
+            elapsed_ms: 1,
+        }
+    }
+
     fn intent(step: &str) -> Event {
         Event::Intent {
             run: "r".to_owned(),
@@ -327,15 +330,7 @@ mod tests {
             !rotate_past(j.path(), 10).unwrap(),
             "an intent without outcome stays"
         );
-        j.record(&Event::Outcome {
-            run: "r".to_owned(),
-            at_ms: 2,
-            step: "s1".into(),
-            outcome: "done".into(),
-            message: String::new(),
-            elapsed_ms: 1,
-        })
-        .unwrap();
+        j.record(&outcome("r", "s1")).unwrap();
         assert!(!rotate_past(j.path(), 1 << 20).unwrap(), "short enough");
         assert!(rotate_past(j.path(), 10).unwrap());
         assert!(!j.path().exists() && rotated(j.path()).is_file());

@@ -135,15 +135,7 @@ pub fn observed(s: Shape, create_flags: Vec<String>) -> Observed {
     }
     Observed {
         format_version: OBSERVED_FORMAT_VERSION.to_owned(),
-        host: HostFacts {
-            invoking_uid: ME,
-            invoking_user: Some("alice".to_owned()),
-            engine_pid: 100,
-            engine_ancestors: vec![90, 1],
-            listener_source: "netlink".to_owned(),
-            observed_at_ms: 1_795_000_000_000,
-            nvidia_gpus: Observation::Known { value: Vec::new() },
-        },
+        host: host_facts(),
         scanned_ports: vec![
             r,
             PortRange {
@@ -197,6 +189,19 @@ pub fn observed(s: Shape, create_flags: Vec<String>) -> Observed {
             },
         }),
         openclaw: BTreeMap::new(),
+    }
+}
+
+/// Who observes in every built observation: alice (uid 1000), the engine pid 100 under pid 90.
+pub fn host_facts() -> HostFacts {
+    HostFacts {
+        invoking_uid: ME,
+        invoking_user: Some("alice".to_owned()),
+        engine_pid: 100,
+        engine_ancestors: vec![90, 1],
+        listener_source: "netlink".to_owned(),
+        observed_at_ms: 1_795_000_000_000,
+        nvidia_gpus: Observation::Known { value: Vec::new() },
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use nemoclaw::model::{
-    Desired, ForwardContent, ForwardPidFile, Holders, HostFacts, Listener, OBSERVED_FORMAT_VERSION,
+    Desired, ForwardContent, ForwardPidFile, Holders, Listener, OBSERVED_FORMAT_VERSION,
     Observation, Observed, PortRange, ProcessInfo, Registry, RegistryEntry,
 };
 
@@ -65,15 +65,7 @@ impl Host {
     pub fn new() -> Self {
         Self(Observed {
             format_version: OBSERVED_FORMAT_VERSION.to_owned(),
-            host: HostFacts {
-                invoking_uid: ME,
-                invoking_user: Some("alice".to_owned()),
-                engine_pid: 100,
-                engine_ancestors: vec![90, 1],
-                listener_source: "netlink".to_owned(),
-                observed_at_ms: 1_795_000_000_000,
-                nvidia_gpus: Observation::Known { value: Vec::new() },
-            },
+            host: crate::generate::host_facts(),
             scanned_ports: vec![
                 PortRange::DASHBOARD_DEFAULT,
                 PortRange {
