@@ -4,6 +4,7 @@
 
 mod apply;
 pub mod context;
+mod crd;
 mod exit;
 mod history;
 mod init;
@@ -84,6 +85,8 @@ enum Command {
     Validate(validate::Args),
     /// Print the JSON Schema of the desired-state file.
     Schema(schema::Args),
+    /// Print the NemoClawHost CustomResourceDefinition (one host's desired state in a cluster).
+    Crd(crd::Args),
     /// Print what is on this host now (listeners, processes, registry, forwards).
     Observe(observe::Args),
     /// Show what apply would do, and why, without changing anything.
@@ -123,6 +126,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let result = match cli.command {
         Command::Validate(a) => validate::run(&a, color),
         Command::Schema(a) => schema::run(&a),
+        Command::Crd(a) => crd::run(&a),
         Command::Observe(a) => observe::run(&a),
         Command::Plan(a) => plan::run(&a, color),
         Command::Apply(a) => apply::run(&a, color),

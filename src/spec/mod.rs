@@ -4,6 +4,7 @@
 //! [`Desired`], so an invalid file can never reach the planner or the host.
 
 pub mod check;
+pub mod crd;
 pub mod diagnostic;
 pub mod semantic;
 pub mod types;
@@ -18,8 +19,23 @@ use crate::model::{Desired, DesiredSource};
 pub const MAX_FILE_BYTES: u64 = yaml::Limits::DESIRED.max_bytes as u64;
 
 /// Parses and validates a desired-state file. `path` is only used to label the result.
+///
+/// A `NemoClawHost` manifest (`kind: NemoClawHost`) is read as its `spec.desired`, with every
+/// diagnostic still pointing at the manifest's lines; its hash is the manifest's.
 pub fn load(path: &str, text: &str) -> Result<Desired, Vec<Diagnostic>> {
-    let (root, mut diags) = yaml::parse(text).map_err(|d| vec![*d])?;
+    let (mut root, mut diags) = yaml::parse(text).map_err(|d| vec![*d])?;
+    if crd::is_manifest(&root) {
+        root = crd::desired_of(&root).ok_or_else(|| {
+            vec![
+                Diagnostic::error(
+                    DocPath::parse("spec.desired"),
+                    format!("this {} has no `spec.desired` mapping", crd::KIND),
+                )
+                .with_span(root.span)
+                .with_hint("put the desired-state file's body (everything but `apiVersion` and `kind`) under `spec.desired`"),
+            ]
+        })?;
+    }
     let schema = json_schema();
     diags.extend(check::check(&schema, &root));
     if !diags.is_empty() {

@@ -35,6 +35,53 @@ fn committed_schema_is_fresh() {
 }
 
 #[test]
+fn committed_crd_is_fresh() {
+    let path = root().join("schemas/nemoclawhost.crd.json");
+    let generated = serde_json::to_string_pretty(&nemoclaw::spec::crd::crd()).unwrap() + "\n";
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != generated {
+        let diff = similar::TextDiff::from_lines(&committed, &generated)
+            .unified_diff()
+            .header("committed", "generated")
+            .to_string();
+        panic!(
+            "schemas/nemoclawhost.crd.json is stale; run `cargo run -q -- crd > schemas/nemoclawhost.crd.json`\n{diff}"
+        );
+    }
+}
+
+/// A NemoClawHost manifest is read as its `spec.desired`: the same desired state as the file
+/// with that body, and diagnostics at the manifest's own lines.
+#[test]
+fn a_nemoclawhost_manifest_is_its_desired_file() {
+    let manifest =
+        std::fs::read_to_string(root().join("examples/fleet/workstation-1.yaml")).unwrap();
+    let from_manifest =
+        nemoclaw::spec::load("m.yaml", &manifest).unwrap_or_else(|d| panic!("{d:?}"));
+    let file = "apiVersion: nemoclaw.io/v1alpha1\nkind: Host\ngateway:\n  runtime: docker-driver\n  port: 8080\ndashboard:\n  portRange: \"18789-18799\"\nsandboxes:\n  - name: alice\n    dashboardPort: 18789\n    from: ghcr.io/nvidia/nemoclaw/sandbox-base:latest\n";
+    let from_file = nemoclaw::spec::load("f.yaml", file).unwrap();
+    let strip = |mut d: nemoclaw::model::Desired| {
+        d.source = nemoclaw::model::DesiredSource {
+            path: String::new(),
+            sha256: String::new(),
+        };
+        d
+    };
+    assert_eq!(strip(from_manifest), strip(from_file));
+
+    let broken = manifest.replace("port: 8080", "port: 80");
+    let diags = nemoclaw::spec::load("m.yaml", &broken).unwrap_err();
+    let line = broken.lines().position(|l| l.contains("port: 80")).unwrap() + 1;
+    assert!(
+        diags.iter().any(|d| d.span.is_some_and(|s| s.line == line)),
+        "at the manifest's line {line}: {diags:?}"
+    );
+    let no_desired = "apiVersion: nemoclaw.io/v1alpha1\nkind: NemoClawHost\nspec:\n  host: x\n";
+    let d = nemoclaw::spec::load("m.yaml", no_desired).unwrap_err();
+    assert!(d[0].message.contains("no `spec.desired`"), "{d:?}");
+}
+
+#[test]
 fn every_example_starts_with_the_schema_comment_and_validates() {
     let files = yaml_files(&root().join("examples"));
     assert!(!files.is_empty());
