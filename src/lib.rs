@@ -18,6 +18,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod model;

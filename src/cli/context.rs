@@ -317,7 +317,14 @@ pub fn load_desired(path: &Path, color: bool) -> Result<Desired, CliError> {
             if n == 1 { "" } else { "s" }
         ))
     })?;
-    resolve_files(&mut desired, &shown)?;
+    finish_desired(&mut desired, &shown)?;
+    Ok(desired)
+}
+
+/// What every loaded desired state goes through after its checks: paths made absolute, policy
+/// files hashed, secret values fingerprinted under the host's key.
+pub fn finish_desired(desired: &mut Desired, shown: &str) -> Result<(), CliError> {
+    resolve_files(desired, shown)?;
     // Only a docker-driver gateway has secret values to compare; no key file is made otherwise.
     if matches!(
         desired.gateway.runtime,
@@ -326,7 +333,7 @@ pub fn load_desired(path: &Path, color: bool) -> Result<Desired, CliError> {
         let key = fingerprint_key();
         desired.fingerprint_secrets(key.as_deref());
     }
-    Ok(desired)
+    Ok(())
 }
 
 /// Makes the file's paths absolute (the CLI runs them from wherever apply runs) and reads each

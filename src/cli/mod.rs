@@ -2,6 +2,7 @@
 //!
 //! Only this module prints or reads environment variables; the layers below take plain values.
 
+mod agent;
 mod apply;
 pub mod context;
 mod crd;
@@ -99,6 +100,8 @@ enum Command {
     History(history::Args),
     /// Write a desired-state file describing this host as it is now.
     Init(init::Args),
+    /// Plan this host's NemoClawHost resources from a cluster and report each plan as its status.
+    Agent(agent::Args),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(shell::CompletionsArgs),
     /// Print the man page (roff): `nemoclaw man > nemoclaw.1`.
@@ -132,6 +135,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Apply(a) => apply::run(&a, color),
         Command::History(a) => history::run(&a),
         Command::Init(a) => init::run(&a),
+        Command::Agent(a) => agent::run(&a),
         Command::Completions(a) => shell::completions(&a),
         Command::Man(a) => shell::man(&a),
     };

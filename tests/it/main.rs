@@ -5,6 +5,7 @@
 //! - `cli`: the binary's contract (exit codes, usage errors, offline planning).
 //! - `host`: real processes, real signals, the real socket table.
 
+mod agent;
 mod cli;
 mod cluster;
 mod docker;
