@@ -112,6 +112,7 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
         &opts,
         args.parallelism,
     )
+    .map(|r| r.exit)
 }
 
 /// A saved plan is never obeyed as written: it is planned afresh, and only steps the fresh plan
@@ -187,7 +188,17 @@ fn load_saved(path: &std::path::Path) -> Result<SavedPlan, CliError> {
     })
 }
 
-fn execute(
+/// What one apply did: its exit code and how many steps were done or failed.
+pub(super) struct ApplyResult {
+    pub exit: Exit,
+    pub done: usize,
+    pub failed: usize,
+}
+
+/// Carries out `plan` under the caller's host lock: journal start, the steps (in parallel where
+/// independent), the legacy gateway's secret follow-up, a fresh look to judge convergence, the
+/// closing line, journal end. Also the agent's apply.
+pub(super) fn execute(
     rt: &tokio::runtime::Runtime,
     plan: &Plan,
     desired: &Desired,
@@ -195,7 +206,7 @@ fn execute(
     journal: journal::Journal,
     opts: &crate::observe::ObserveOptions,
     parallelism: u16,
-) -> Result<Exit, CliError> {
+) -> Result<ApplyResult, CliError> {
     let mut apply_context = context::apply_context(desired, opts);
     apply_context.parallelism = usize::from(parallelism);
     // Hashed once: every journal intent carries it.
@@ -285,7 +296,15 @@ fn execute(
         at_ms: crate::observe::now_ms(),
         exit: exit as u8,
     });
-    Ok(exit)
+    Ok(ApplyResult {
+        exit,
+        done: report.done(),
+        failed: report
+            .outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, executor::StepOutcome::Failed(_)))
+            .count(),
+    })
 }
 
 type Signals = (tokio::signal::unix::Signal, tokio::signal::unix::Signal);

@@ -11,10 +11,21 @@ use crate::plan::Plan;
 /// What the agent did with the plan this round.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// Nothing: `spec.apply` is `never` (plan only).
+    /// Nothing: `spec.apply` is `never` and there is no approval (plan only), or nothing to do.
     PlanOnly,
-    /// Nothing: the resource asks for something this agent does not do yet; the message says what.
-    Refused(String),
+    /// Nothing: `spec.approve.planSha256` is not the fresh plan's; the message says what moved.
+    Stale(String),
+    /// It applied the plan with this hash.
+    Ran {
+        /// The applied plan's sha256.
+        plan_sha256: String,
+        /// The apply's exit code.
+        exit: u8,
+        /// Steps done.
+        done: usize,
+        /// Steps failed.
+        failed: usize,
+    },
 }
 
 /// The status for a resource of `generation` whose plan is `plan`, observed as `observed`, at
@@ -116,10 +127,30 @@ pub fn status(
                 .join("; "),
         ),
     ];
-    if let Applied::Refused(why) = applied {
-        conditions.push(condition("Applied", false, "NotSupported", why.clone()));
+    let mut last_apply = Value::Null;
+    match applied {
+        Applied::PlanOnly => {}
+        Applied::Stale(why) => {
+            conditions.push(condition("Stale", true, "ApprovalStale", why.clone()));
+        }
+        Applied::Ran {
+            plan_sha256,
+            exit,
+            done,
+            failed,
+        } => {
+            conditions.push(condition("Stale", false, "Fresh", String::new()));
+            last_apply = json!({
+                "time": now,
+                "planSha256": plan_sha256,
+                "exitCode": exit,
+                "stepsDone": done,
+                "stepsFailed": failed,
+            });
+        }
     }
     json!({
+        "lastApply": last_apply,
         "observedGeneration": generation,
         "conditions": conditions,
         "plan": {

@@ -37,82 +37,113 @@ fn resource() -> ApiResource {
     }
 }
 
-/// A NemoClawHost for this host with a stale listener gets `Planned` with the stop step; nothing
-/// on the host changes (the agent plans only), and a resource asking for `apply: auto` is told
-/// so in an `Applied: False` condition. A resource for another host is left alone.
+/// The cluster side of one test: a namespace and host of its own, a kubeconfig, a client.
+struct Cluster {
+    kubeconfig: std::path::PathBuf,
+    ns: String,
+    host: String,
+    rt: tokio::runtime::Runtime,
+    api: Api<DynamicObject>,
+    url: String,
+}
+
+impl Cluster {
+    fn new(url: &str, s: &Site, tag: &str) -> Self {
+        let kubeconfig = s.dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{url}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n"
+        )).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let ns = format!("{tag}-{}", std::process::id());
+        let api = {
+            let _inside = rt.enter();
+            let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+            Api::namespaced_with(client, &ns, &resource())
+        };
+        Self {
+            kubeconfig,
+            host: format!("host-{tag}-{}", std::process::id()),
+            ns,
+            rt,
+            api,
+            url: url.to_owned(),
+        }
+    }
+
+    fn create(&self, name: &str, spec: serde_json::Value) {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "nemoclaw.io/v1alpha1",
+            "kind": "NemoClawHost",
+            "metadata": { "name": name, "namespace": self.ns },
+            "spec": spec,
+        }))
+        .unwrap();
+        self.rt
+            .block_on(self.api.create(&PostParams::default(), &obj))
+            .unwrap();
+    }
+
+    fn get(&self, name: &str) -> serde_json::Value {
+        self.rt.block_on(self.api.get(name)).unwrap().data
+    }
+
+    fn agent(&self, s: &Site) -> std::process::Output {
+        s.cmd()
+            .args([
+                "agent",
+                "--once",
+                "--namespace",
+                &self.ns,
+                "--host",
+                &self.host,
+                "--kubeconfig",
+            ])
+            .arg(&self.kubeconfig)
+            .output()
+            .unwrap()
+    }
+}
+
+fn cond(status: &serde_json::Value, kind: &str) -> serde_json::Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {kind} condition: {status:#}"))
+}
+
+fn desired(s: &Site) -> serde_json::Value {
+    json!({
+        "dashboard": { "portRange": format!("{}-{}", s.port(0), s.port(10)) },
+        "cleanup": { "termGrace": "1500ms", "killGrace": "1s" },
+    })
+}
+
+/// A NemoClawHost for this host with a stale listener gets `Planned` with the stop step, and
+/// with `spec.apply: never` (the default) nothing on the host changes; a resource for another
+/// host is left alone; an invalid `spec.desired` is an `InvalidDesired` condition and exit 1.
 #[test]
 fn the_agent_plans_this_hosts_resources_and_writes_their_status() {
     let Some(url) = url() else { return };
     let s = Site::new("");
     let mut l = Listener::spawn("term", s.port(1));
-    let kubeconfig = s.dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, format!(
-        "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{url}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\ncontexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n"
-    )).unwrap();
-    let ns = format!("agent-{}", std::process::id());
-    let host = format!("host-{}", std::process::id());
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = {
-        let _inside = rt.enter();
-        kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap()
-    };
-    let api: Api<DynamicObject> = Api::namespaced_with(client, &ns, &resource());
-    let desired = json!({
-        "dashboard": { "portRange": format!("{}-{}", s.port(0), s.port(10)) },
-        "cleanup": { "termGrace": "1500ms", "killGrace": "1s" },
-    });
-    let make = |name: &str, spec: serde_json::Value| {
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "nemoclaw.io/v1alpha1",
-            "kind": "NemoClawHost",
-            "metadata": { "name": name, "namespace": ns },
-            "spec": spec,
-        }))
-        .unwrap();
-        rt.block_on(api.create(&PostParams::default(), &obj))
-            .unwrap();
-    };
-    make("mine", json!({ "host": host, "desired": desired }));
-    make(
-        "auto",
-        json!({ "host": host, "apply": "auto", "desired": desired }),
+    let c = Cluster::new(&url, &s, "plan");
+    c.create("mine", json!({ "host": c.host, "desired": desired(&s) }));
+    c.create(
+        "other",
+        json!({ "host": "elsewhere", "desired": desired(&s) }),
     );
-    make("other", json!({ "host": "elsewhere", "desired": desired }));
-
-    let out = s
-        .cmd()
-        .args([
-            "agent",
-            "--once",
-            "--namespace",
-            &ns,
-            "--host",
-            &host,
-            "--kubeconfig",
-        ])
-        .arg(&kubeconfig)
-        .output()
-        .unwrap();
+    let out = c.agent(&s);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(
-        text(&out).contains(&format!("{ns}/mine: Plan: 1 to stop")),
+        text(&out).contains(&format!("{}/mine: Plan: 1 to stop", c.ns)),
         "{}",
         text(&out)
     );
-    assert!(l.alive(), "the agent plans only");
-
-    let get = |name: &str| rt.block_on(api.get(name)).unwrap().data;
-    let mine = get("mine");
-    let status = &mine["status"];
-    let cond = |s: &serde_json::Value, kind: &str| {
-        s["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == kind)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {kind} condition: {s:#}"))
-    };
+    assert!(l.alive(), "apply: never plans only");
+    let status = &c.get("mine")["status"];
     assert_eq!(cond(status, "Planned")["status"], "True", "{status:#}");
     assert_eq!(cond(status, "Converged")["status"], "False");
     let pid = l.pid();
@@ -125,52 +156,99 @@ fn the_agent_plans_this_hosts_resources_and_writes_their_status() {
     );
     assert_eq!(status["plan"]["toChange"], 1);
     assert_eq!(status["plan"]["sha256"].as_str().unwrap().len(), 64);
-    let auto = get("auto");
-    assert_eq!(cond(&auto["status"], "Applied")["reason"], "NotSupported");
     assert!(
-        get("other").get("status").is_none(),
+        c.get("other").get("status").is_none(),
         "another host's resource is not touched"
     );
 
-    // Invalid desired state: reported in the status, exit 1, nothing else happens.
-    make(
+    c.create(
         "bad",
-        json!({ "host": host, "desired": { "dashboard": { "portRange": "9-8" } } }),
+        json!({ "host": c.host, "desired": { "dashboard": { "portRange": "9-8" } } }),
     );
-    let out = s
-        .cmd()
-        .args([
-            "agent",
-            "--once",
-            "--namespace",
-            &ns,
-            "--host",
-            &host,
-            "--kubeconfig",
-        ])
-        .arg(&kubeconfig)
-        .output()
-        .unwrap();
+    let out = c.agent(&s);
     assert_eq!(code(&out), 1, "{}", text(&out));
-    let bad = get("bad");
     assert_eq!(
-        cond(&bad["status"], "Planned")["reason"],
-        "InvalidDesired",
-        "{bad:#}"
+        cond(&c.get("bad")["status"], "Planned")["reason"],
+        "InvalidDesired"
     );
     assert!(l.alive());
     let leases: Api<Lease> = {
-        let _inside = rt.enter();
+        let _inside = c.rt.enter();
         Api::namespaced(
-            kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap(),
-            &ns,
+            kube::Client::try_from(kube::Config::new(c.url.parse().unwrap())).unwrap(),
+            &c.ns,
         )
     };
     assert!(
-        rt.block_on(leases.get_opt(&format!("nemoclaw-{host}")))
+        c.rt.block_on(leases.get_opt(&format!("nemoclaw-{}", c.host)))
             .unwrap()
             .is_none(),
         "`--once` gives the lease up"
+    );
+}
+
+/// `spec.apply: auto` stops the real stale process, as `nemoclaw apply` would, and reports
+/// `Converged` with the apply in `lastApply`.
+#[test]
+fn apply_auto_stops_the_stale_process_and_reports_converged() {
+    let Some(url) = url() else { return };
+    let s = Site::new("");
+    let mut l = Listener::spawn("term", s.port(2));
+    let c = Cluster::new(&url, &s, "auto");
+    c.create(
+        "mine",
+        json!({ "host": c.host, "apply": "auto", "desired": desired(&s) }),
+    );
+    let out = c.agent(&s);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!l.alive(), "stopped: {}", text(&out));
+    let status = &c.get("mine")["status"];
+    assert_eq!(cond(status, "Converged")["status"], "True", "{status:#}");
+    assert_eq!(status["lastApply"]["exitCode"], 0, "{status:#}");
+    assert_eq!(status["lastApply"]["stepsDone"], 1);
+    assert!(
+        s.journal().contains("\"event\":\"intent\""),
+        "journaled like any apply"
+    );
+    // The next round only plans: nothing to do, and the last apply stays reported.
+    let out = c.agent(&s);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_eq!(c.get("mine")["status"]["lastApply"]["exitCode"], 0);
+}
+
+/// An approval runs exactly the plan it names: with a stale hash nothing runs (`Stale`); with the
+/// hash the status reported, that plan is applied.
+#[test]
+fn an_approval_runs_only_the_plan_it_names() {
+    let Some(url) = url() else { return };
+    let s = Site::new("");
+    let mut l = Listener::spawn("term", s.port(3));
+    let c = Cluster::new(&url, &s, "approve");
+    c.create(
+        "mine",
+        json!({
+            "host": c.host,
+            "approve": { "planSha256": "0".repeat(64), "allow": [] },
+            "desired": desired(&s),
+        }),
+    );
+    let out = c.agent(&s);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(l.alive(), "a stale approval runs nothing");
+    let status = c.get("mine")["status"].clone();
+    assert_eq!(cond(&status, "Stale")["status"], "True", "{status:#}");
+    let reviewed = status["plan"]["sha256"].as_str().unwrap().to_owned();
+
+    let mut obj = c.rt.block_on(c.api.get("mine")).unwrap();
+    obj.data["spec"]["approve"]["planSha256"] = json!(reviewed);
+    c.rt.block_on(c.api.replace("mine", &PostParams::default(), &obj))
+        .unwrap();
+    let out = c.agent(&s);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!l.alive(), "the approved plan ran: {}", text(&out));
+    assert_eq!(
+        c.get("mine")["status"]["lastApply"]["planSha256"],
+        json!(reviewed)
     );
 }
 

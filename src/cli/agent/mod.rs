@@ -3,9 +3,11 @@
 //!
 //! Each round lists the resources in `--namespace` whose `spec.host` (else `metadata.name`) is
 //! this host, reads `spec.desired` as a desired-state file (the same checks as `-f`), observes,
-//! plans, and writes `status` with server-side apply (field manager `nemoclaw-agent`). It plans
-//! only: a resource that asks for `spec.apply: auto` or carries `spec.approve` gets a `False`
-//! `Applied` condition saying so, and nothing on the host changes.
+//! plans, and writes `status` with server-side apply (field manager `nemoclaw-agent`). With
+//! `spec.apply: auto` it applies what needs no consent (up to `disrupt`), exactly as `nemoclaw
+//! apply` does — host lock, journal, parallel steps, a fresh look to judge convergence; with
+//! `spec.approve` it applies the plan whose sha256 it names, with that consent, and nothing when
+//! the fresh plan is another (`Stale`). Never a `replace` or `destroy` without an approval.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -60,45 +62,49 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
             .to_owned(),
     };
     let rt = context::runtime()?;
-    rt.block_on(async {
-        let client = client(args.kubeconfig.as_deref()).await?;
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &args.namespace, &resource());
-        let lease = lease::HostLease::new(client, &args.namespace, &host, args.interval.duration());
-        let mut backoff = Duration::from_secs(1);
-        loop {
-            // One agent per host: the round runs only under the host's lease.
-            let round = match lease.acquire().await {
-                Ok(()) => {
-                    let r = round(&api, &args.namespace, &host).await;
-                    if args.once {
-                        lease.release().await;
-                    }
-                    r
+    let client = rt.block_on(client(args.kubeconfig.as_deref()))?;
+    let api: Api<DynamicObject> = {
+        let _inside = rt.enter();
+        Api::namespaced_with(client.clone(), &args.namespace, &resource())
+    };
+    let lease = lease::HostLease::new(client, &args.namespace, &host, args.interval.duration());
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        // One agent per host: the round runs only under the host's lease.
+        let round = match rt.block_on(lease.acquire()) {
+            Ok(()) => {
+                let r = round(&rt, &api, &args.namespace, &host);
+                if args.once {
+                    rt.block_on(lease.release());
                 }
-                Err(e) => Err(e),
-            };
-            if args.once {
-                return round;
+                r
             }
-            let wait = match &round {
-                Ok(_) => {
-                    backoff = Duration::from_secs(1);
-                    args.interval.duration()
-                }
-                Err(e) => {
-                    ui::eprint(&format!("error: {}\n", e.message));
-                    backoff =
-                        (backoff * 2).min(args.interval.duration().max(Duration::from_secs(1)));
-                    backoff
-                }
-            };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                _ = tokio::signal::ctrl_c() => return Ok(Exit::Interrupted),
-            }
+            Err(e) => Err(e),
+        };
+        if args.once {
+            return round;
         }
-    })
+        let wait = match &round {
+            Ok(_) => {
+                backoff = Duration::from_secs(1);
+                args.interval.duration()
+            }
+            Err(e) => {
+                ui::eprint(&format!("error: {}\n", e.message));
+                backoff = (backoff * 2).min(args.interval.duration().max(Duration::from_secs(1)));
+                backoff
+            }
+        };
+        let interrupted = rt.block_on(async {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => false,
+                _ = tokio::signal::ctrl_c() => true,
+            }
+        });
+        if interrupted {
+            return Ok(Exit::Interrupted);
+        }
+    }
 }
 
 async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, CliError> {
@@ -124,8 +130,13 @@ async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, CliError> {
 }
 
 /// One round over every resource of this host. Each one's outcome is printed as a line.
-async fn round(api: &Api<DynamicObject>, ns: &str, host: &str) -> Result<Exit, CliError> {
-    let list = api.list(&ListParams::default()).await.map_err(|e| {
+fn round(
+    rt: &tokio::runtime::Runtime,
+    api: &Api<DynamicObject>,
+    ns: &str,
+    host: &str,
+) -> Result<Exit, CliError> {
+    let list = rt.block_on(api.list(&ListParams::default())).map_err(|e| {
         CliError::from_error(
             format!("cannot list {} resources in namespace `{ns}`", crd::KIND),
             &e,
@@ -136,10 +147,10 @@ async fn round(api: &Api<DynamicObject>, ns: &str, host: &str) -> Result<Exit, C
         .items
         .iter()
         .filter(|o| {
-            let named = o.data["spec"]["host"]
+            o.data["spec"]["host"]
                 .as_str()
-                .or(o.metadata.name.as_deref());
-            named == Some(host)
+                .or(o.metadata.name.as_deref())
+                == Some(host)
         })
         .collect();
     if mine.is_empty() {
@@ -152,7 +163,7 @@ async fn round(api: &Api<DynamicObject>, ns: &str, host: &str) -> Result<Exit, C
     let mut exit = Exit::Ok;
     for obj in mine {
         let name = obj.metadata.name.clone().unwrap_or_default();
-        match reconcile(api, obj, &format!("{ns}/{name}")).await {
+        match reconcile(rt, api, obj, &format!("{ns}/{name}")) {
             Ok(line) => ui::print(&format!("{ns}/{name}: {line}\n")),
             Err(e) => {
                 ui::eprint(&format!("{ns}/{name}: error: {}\n", e.message));
@@ -163,15 +174,17 @@ async fn round(api: &Api<DynamicObject>, ns: &str, host: &str) -> Result<Exit, C
     Ok(exit)
 }
 
-/// Plans one resource and writes its status. Returns the line to print.
-async fn reconcile(
+/// Plans one resource, applies it when `spec.apply: auto` or an approval allows, and writes its
+/// status. Returns the line to print.
+fn reconcile(
+    rt: &tokio::runtime::Runtime,
     api: &Api<DynamicObject>,
     obj: &DynamicObject,
     shown: &str,
 ) -> Result<String, CliError> {
     let name = obj.metadata.name.clone().unwrap_or_default();
     let generation = obj.metadata.generation;
-    let now = crate::observe::time::format_rfc3339(crate::observe::now_ms());
+    let now = || crate::observe::time::format_rfc3339(crate::observe::now_ms());
     let desired = match desired_of(obj, shown) {
         Ok(d) => d,
         Err(why) => {
@@ -179,34 +192,149 @@ async fn reconcile(
                 "observedGeneration": generation,
                 "conditions": [{
                     "type": "Planned", "status": "False", "reason": "InvalidDesired",
-                    "message": why, "lastTransitionTime": now, "observedGeneration": generation,
+                    "message": why, "lastTransitionTime": now(), "observedGeneration": generation,
                 }],
                 "agentVersion": env!("CARGO_PKG_VERSION"),
             });
-            write_status(api, &name, status).await?;
+            rt.block_on(write_status(api, &name, status))?;
             return Err(CliError::new(format!("spec.desired is invalid: {why}")));
         }
     };
     let opts = context::observe_options(Some(&desired))?;
-    let observed = crate::observe::observe(&opts).await;
-    let journal = context::state_dir()?.join("journal.jsonl");
-    let hold = super::recovery::hold_only(&journal, &observed);
-    let plan = crate::plan::plan(&desired, &observed, &super::plan::options(&[], hold));
+    let observed = rt.block_on(crate::observe::observe(&opts));
+    let journal_path = context::state_dir()?.join("journal.jsonl");
+    let hold = super::recovery::hold_only(&journal_path, &observed);
+    let options = super::plan::options(&[], hold);
+    let plan = crate::plan::plan(&desired, &observed, &options);
     let spec = &obj.data["spec"];
-    let applied = if spec["apply"].as_str() == Some("auto") || !spec["approve"].is_null() {
-        Applied::Refused(
-            "this agent plans only: `spec.apply: auto` and `spec.approve` are not carried out by it; apply on the host with `nemoclaw apply -f`".to_owned(),
-        )
-    } else {
-        Applied::PlanOnly
+    let decision = decide(spec, &plan);
+    let mut line = crate::plan::render::summary(&plan);
+    let (applied, after) = match decision {
+        Decision::PlanOnly => (Applied::PlanOnly, None),
+        Decision::Stale(why) => (Applied::Stale(why), None),
+        Decision::Apply(allow) => {
+            let mut consented = options.clone();
+            consented.allow.extend(allow);
+            let to_apply = crate::plan::plan(&desired, &observed, &consented);
+            if !to_apply.has_changes() {
+                return finish(
+                    rt,
+                    api,
+                    obj,
+                    &name,
+                    generation,
+                    &plan,
+                    &observed,
+                    &Applied::PlanOnly,
+                    line,
+                );
+            }
+            let result = apply(rt, &to_apply, &desired, &consented, &opts)?;
+            line = format!("applied: exit {}", result.exit as u8);
+            let again = rt.block_on(crate::observe::observe(&opts));
+            let after = crate::plan::plan(&desired, &again, &options);
+            (
+                Applied::Ran {
+                    plan_sha256: to_apply.sha256(),
+                    exit: result.exit as u8,
+                    done: result.done,
+                    failed: result.failed,
+                },
+                Some((after, again)),
+            )
+        }
     };
-    write_status(
-        api,
-        &name,
-        status(generation, &plan, &observed, &applied, &now),
+    let (plan, observed) = after.unwrap_or((plan, observed));
+    finish(
+        rt, api, obj, &name, generation, &plan, &observed, &applied, line,
     )
-    .await?;
-    Ok(crate::plan::render::summary(&plan) + " (status written)")
+}
+
+/// Writes the round's status and returns its line.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    rt: &tokio::runtime::Runtime,
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    name: &str,
+    generation: Option<i64>,
+    plan: &crate::plan::Plan,
+    observed: &crate::model::Observed,
+    applied: &Applied,
+    line: String,
+) -> Result<String, CliError> {
+    let now = crate::observe::time::format_rfc3339(crate::observe::now_ms());
+    let mut status = status(generation, plan, observed, applied, &now);
+    // The last apply stays reported through rounds that only plan.
+    if status["lastApply"].is_null() {
+        match obj.data["status"].get("lastApply") {
+            Some(previous) if !previous.is_null() => status["lastApply"] = previous.clone(),
+            _ => {
+                status.as_object_mut().map(|o| o.remove("lastApply"));
+            }
+        }
+    }
+    rt.block_on(write_status(api, name, status))?;
+    Ok(line + " (status written)")
+}
+
+/// What a round does with the fresh plan.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    /// Report it.
+    PlanOnly,
+    /// Report that the approval names another plan.
+    Stale(String),
+    /// Apply it, with consent to these classes beyond `disrupt`.
+    Apply(Vec<crate::plan::Risk>),
+}
+
+/// `spec.approve` with the fresh plan's hash runs that plan with its consent; with another hash
+/// nothing runs (stale). Otherwise `spec.apply: auto` runs what needs no consent; `never` plans.
+fn decide(spec: &Value, plan: &crate::plan::Plan) -> Decision {
+    if let Some(approve) = spec.get("approve").filter(|a| !a.is_null()) {
+        let approved = approve["planSha256"].as_str().unwrap_or_default();
+        let fresh = plan.sha256();
+        if approved != fresh {
+            return Decision::Stale(format!(
+                "spec.approve.planSha256 is {approved}, but a fresh plan of this host is {fresh}: the host or spec.desired moved since the review; review status.plan and approve its sha256"
+            ));
+        }
+        let allow = approve["allow"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| match a.as_str() {
+                Some("replace") => Some(crate::plan::Risk::Replace),
+                Some("destroy") => Some(crate::plan::Risk::Destroy),
+                _ => None,
+            })
+            .collect();
+        return Decision::Apply(allow);
+    }
+    if spec["apply"].as_str() == Some("auto") && plan.has_changes() {
+        return Decision::Apply(Vec::new());
+    }
+    Decision::PlanOnly
+}
+
+/// Applies `plan` exactly as `nemoclaw apply` does: under the host lock and the journal, judging
+/// any interrupted earlier apply first.
+fn apply(
+    rt: &tokio::runtime::Runtime,
+    plan: &crate::plan::Plan,
+    desired: &crate::model::Desired,
+    options: &crate::plan::PlanOptions,
+    opts: &crate::observe::ObserveOptions,
+) -> Result<super::apply::ApplyResult, CliError> {
+    let _lock = crate::apply::lock::acquire(&context::lock_path()?)
+        .map_err(|e| CliError::from_error("cannot take the host lock", &e))?;
+    let journal =
+        crate::apply::journal::Journal::open(&context::state_dir()?, crate::observe::now_ms())
+            .map_err(|e| CliError::from_error("cannot open the apply journal", &e))?;
+    let observed = rt.block_on(crate::observe::observe(opts));
+    let _ = super::recovery::review(journal.path(), &observed, Some(&journal));
+    super::apply::execute(rt, plan, desired, options, journal, opts, 10)
 }
 
 /// `spec.desired` as a desired-state file, checked as `-f` checks one.
