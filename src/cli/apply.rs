@@ -193,6 +193,8 @@ pub(super) struct ApplyResult {
     pub exit: Exit,
     pub done: usize,
     pub failed: usize,
+    /// Every step that ran or refused: id, `done`/`stale`/`failed`, what happened.
+    pub outcomes: Vec<(String, &'static str, String)>,
 }
 
 /// Carries out `plan` under the caller's host lock: journal start, the steps (in parallel where
@@ -304,6 +306,16 @@ pub(super) fn execute(
             .iter()
             .filter(|(_, o)| matches!(o, executor::StepOutcome::Failed(_)))
             .count(),
+        outcomes: report
+            .outcomes
+            .iter()
+            .filter_map(|(id, o)| match o {
+                executor::StepOutcome::Done(m) => Some((id.clone(), "done", m.clone())),
+                executor::StepOutcome::Stale(m) => Some((id.clone(), "stale", m.clone())),
+                executor::StepOutcome::Failed(m) => Some((id.clone(), "failed", m.clone())),
+                executor::StepOutcome::Skipped(_) => None,
+            })
+            .collect(),
     })
 }
 

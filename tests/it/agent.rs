@@ -210,6 +210,31 @@ fn apply_auto_stops_the_stale_process_and_reports_converged() {
         s.journal().contains("\"event\":\"intent\""),
         "journaled like any apply"
     );
+    let events: Api<k8s_openapi::api::core::v1::Event> = {
+        let _inside = c.rt.enter();
+        Api::namespaced(
+            kube::Client::try_from(kube::Config::new(c.url.parse().unwrap())).unwrap(),
+            &c.ns,
+        )
+    };
+    let listed = c.rt.block_on(events.list(&Default::default())).unwrap();
+    let pid = l.pid();
+    assert!(
+        listed
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("StepDone")
+                && e.message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with(&format!("stop:process.{pid}:")))
+                && e.involved_object.name.as_deref() == Some("mine")),
+        "an Event for the step: {:?}",
+        listed
+            .items
+            .iter()
+            .map(|e| (&e.reason, &e.message))
+            .collect::<Vec<_>>()
+    );
     // The next round only plans: nothing to do, and the last apply stays reported.
     let out = c.agent(&s);
     assert_eq!(code(&out), 0, "{}", text(&out));
@@ -235,6 +260,21 @@ fn an_approval_runs_only_the_plan_it_names() {
     let out = c.agent(&s);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(l.alive(), "a stale approval runs nothing");
+    let events: Api<k8s_openapi::api::core::v1::Event> = {
+        let _inside = c.rt.enter();
+        Api::namespaced(
+            kube::Client::try_from(kube::Config::new(c.url.parse().unwrap())).unwrap(),
+            &c.ns,
+        )
+    };
+    let listed = c.rt.block_on(events.list(&Default::default())).unwrap();
+    assert!(
+        listed
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ApprovalRefused")),
+        "the refusal is an Event"
+    );
     let status = c.get("mine")["status"].clone();
     assert_eq!(cond(&status, "Stale")["status"], "True", "{status:#}");
     let reviewed = status["plan"]["sha256"].as_str().unwrap().to_owned();

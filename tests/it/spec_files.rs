@@ -135,3 +135,86 @@ fn all_problems_are_reported_at_once() {
         "structural problems first, all of them: {diags:#?}"
     );
 }
+
+/// `deploy/`: every file parses; the kustomization lists files that exist; the agent's Role
+/// grants exactly what the agent does (its NemoClawHosts, their status, its Lease, Events) and
+/// nothing cluster-wide; the GitOps host files are valid NemoClawHosts.
+#[test]
+fn deploy_files_parse_and_grant_the_agent_what_it_uses() {
+    let deploy = root().join("deploy");
+    let docs = |name: &str| -> Vec<serde_yaml::Value> {
+        let text = std::fs::read_to_string(deploy.join(name)).unwrap();
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect()
+    };
+    let kustomization = &docs("kustomization.yaml")[0];
+    for r in kustomization["resources"].as_sequence().unwrap() {
+        let path = deploy.join(r.as_str().unwrap());
+        assert!(path.is_file(), "{} is listed but missing", path.display());
+    }
+    let rbac = docs("rbac.yaml");
+    let kinds: Vec<&str> = rbac.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["ServiceAccount", "Role", "RoleBinding"],
+        "namespaced only"
+    );
+    let grants = |group: &str, resource: &str| -> Vec<String> {
+        rbac[1]["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["apiGroups"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|g| g.as_str() == Some(group))
+                    && r["resources"]
+                        .as_sequence()
+                        .unwrap()
+                        .iter()
+                        .any(|x| x.as_str() == Some(resource))
+            })
+            .flat_map(|r| {
+                r["verbs"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_owned())
+            })
+            .collect()
+    };
+    for (group, resource, verb) in [
+        ("nemoclaw.io", "nemoclawhosts", "list"),
+        ("nemoclaw.io", "nemoclawhosts/status", "patch"),
+        ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("coordination.k8s.io", "leases", "update"),
+        ("coordination.k8s.io", "leases", "delete"),
+        ("", "events", "create"),
+    ] {
+        assert!(
+            grants(group, resource).iter().any(|v| v == verb),
+            "{verb} {group}/{resource}"
+        );
+    }
+    assert!(grants("", "secrets").is_empty(), "no secrets");
+    assert_eq!(docs("daemonset.yaml")[0]["kind"], "DaemonSet");
+    assert_eq!(
+        docs("gitops/application.yaml")[0]["spec"]["syncPolicy"]["automated"]["prune"],
+        false
+    );
+    for f in std::fs::read_dir(deploy.join("gitops/hosts")).unwrap() {
+        let path = f.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        nemoclaw::spec::load(&path.display().to_string(), &text)
+            .unwrap_or_else(|d| panic!("{} is invalid: {d:?}", path.display()));
+    }
+    let unit = std::fs::read_to_string(deploy.join("nemoclaw-agent.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/nemoclaw agent "),
+        "{unit}"
+    );
+}

@@ -74,7 +74,8 @@ class FakeApiserver(K.KubernetesEmulator):
 RESOURCES = {'v1/namespaces': ('Namespace', False), 'v1/secrets': ('Secret', True), 'v1/configmaps': ('ConfigMap', True),
              'v1/persistentvolumeclaims': ('PersistentVolumeClaim', True), 'apps/v1/statefulsets': ('StatefulSet', True),
              'nemoclaw.io/v1alpha1/nemoclawhosts': ('NemoClawHost', True),  # the CRD `nemoclaw crd` prints
-             'coordination.k8s.io/v1/leases': ('Lease', True)}              # `nemoclaw agent`'s host lease
+             'coordination.k8s.io/v1/leases': ('Lease', True),              # `nemoclaw agent`'s host lease
+             'v1/events': ('Event', True)}                                   # and its events
 
 async def main():
     ap = argparse.ArgumentParser(); ap.add_argument('--port', type=int, default=0); ap.add_argument('--port-file')

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::{CliError, Exit, context, ui};
 
+mod events;
 mod lease;
 use crate::fleet::status::{Applied, status};
 use crate::model::Millis;
@@ -211,7 +212,10 @@ fn reconcile(
     let mut line = crate::plan::render::summary(&plan);
     let (applied, after) = match decision {
         Decision::PlanOnly => (Applied::PlanOnly, None),
-        Decision::Stale(why) => (Applied::Stale(why), None),
+        Decision::Stale(why) => {
+            events::record(rt, api, obj, "approval", "refused", &why);
+            (Applied::Stale(why), None)
+        }
         Decision::Apply(allow) => {
             let mut consented = options.clone();
             consented.allow.extend(allow);
@@ -231,6 +235,9 @@ fn reconcile(
             }
             let result = apply(rt, &to_apply, &desired, &consented, &opts)?;
             line = format!("applied: exit {}", result.exit as u8);
+            for (step, outcome, message) in &result.outcomes {
+                events::record(rt, api, obj, step, outcome, message);
+            }
             let again = rt.block_on(crate::observe::observe(&opts));
             let after = crate::plan::plan(&desired, &again, &options);
             (
