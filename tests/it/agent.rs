@@ -385,3 +385,121 @@ fn a_second_agent_for_the_same_host_waits_for_the_lease() {
             .is_some()
     );
 }
+
+/// A Kubernetes API emulator of this test's own, on a port it can restart on.
+struct OwnApi(std::process::Child);
+
+impl OwnApi {
+    fn start(port: u16, dir: &std::path::Path) -> (Self, u16) {
+        let venv = std::env::var("NEMOCLAW_TEST_VENV").map_or_else(
+            |_| {
+                std::path::PathBuf::from(std::env::var("HOME").unwrap())
+                    .join(".cache/nemoclaw-test-venv")
+            },
+            std::path::PathBuf::from,
+        );
+        let port_file = dir.join(format!("kapi-{port}.port"));
+        let child = Self(
+            std::process::Command::new(venv.join("bin/python"))
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/support/kapi.py"
+                ))
+                .args(["--port", &port.to_string(), "--port-file"])
+                .arg(&port_file)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(p) = std::fs::read_to_string(&port_file)
+                && let Ok(p) = p.trim().parse()
+            {
+                return (child, p);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the emulator did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for OwnApi {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The agent as a long-running process (`--interval 1s`) keeps going when its resource is
+/// deleted and while the API server is down, and reconciles again once it is back; Ctrl-C ends it
+/// with 130.
+#[test]
+fn the_agent_survives_an_api_server_restart_and_a_deleted_resource() {
+    if url().is_none() {
+        return;
+    }
+    let s = Site::new("");
+    let (api_server, port) = OwnApi::start(0, s.dir.path());
+    let url = format!("http://127.0.0.1:{port}");
+    let c = Cluster::new(&url, &s, "restart");
+    c.create("mine", json!({ "host": c.host, "desired": desired(&s) }));
+    let mut agent = s
+        .cmd()
+        .args([
+            "agent",
+            "--interval",
+            "1s",
+            "--namespace",
+            &c.ns,
+            "--host",
+            &c.host,
+            "--kubeconfig",
+        ])
+        .arg(&c.kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_status = |c: &Cluster| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(o) = c.rt.block_on(c.api.get("mine"))
+                && o.data.get("status").is_some()
+            {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "no status written");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    wait_status(&c);
+    c.rt.block_on(c.api.delete("mine", &Default::default()))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "alive after its resource was deleted"
+    );
+    drop(api_server);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "alive while the API server is down"
+    );
+    let (_api_server, again) = OwnApi::start(port, s.dir.path());
+    assert_eq!(again, port);
+    let c2 = Cluster::new(&url, &s, "restart");
+    c2.create("mine", json!({ "host": c2.host, "desired": desired(&s) }));
+    wait_status(&c2);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(agent.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert_eq!(agent.wait().unwrap().code(), Some(130));
+}
