@@ -42,6 +42,10 @@ pub struct Args {
     /// One round, then exit: 0 when every resource's status was written, 1 otherwise.
     #[arg(long)]
     once: bool,
+    /// Plan against a saved observation (`nemoclaw observe -o json`) instead of this host: a dry
+    /// run of the agent, and how `scripts/measure-fleet` simulates many hosts. Nothing is applied.
+    #[arg(long, value_name = "SNAPSHOT")]
+    observed: Option<PathBuf>,
 }
 
 fn resource() -> ApiResource {
@@ -62,6 +66,10 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
             .trim()
             .to_owned(),
     };
+    let snapshot = match &args.observed {
+        Some(path) => Some(context::load_observed(path)?),
+        None => None,
+    };
     let rt = context::runtime()?;
     let client = rt.block_on(client(args.kubeconfig.as_deref()))?;
     let api: Api<DynamicObject> = {
@@ -74,7 +82,7 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
         // One agent per host: the round runs only under the host's lease.
         let round = match rt.block_on(lease.acquire()) {
             Ok(()) => {
-                let r = round(&rt, &api, &args.namespace, &host);
+                let r = round(&rt, &api, &args.namespace, &host, snapshot.as_ref());
                 if args.once {
                     rt.block_on(lease.release());
                 }
@@ -136,6 +144,7 @@ fn round(
     api: &Api<DynamicObject>,
     ns: &str,
     host: &str,
+    snapshot: Option<&crate::model::Observed>,
 ) -> Result<Exit, CliError> {
     let list = rt.block_on(api.list(&ListParams::default())).map_err(|e| {
         CliError::from_error(
@@ -164,7 +173,7 @@ fn round(
     let mut exit = Exit::Ok;
     for obj in mine {
         let name = obj.metadata.name.clone().unwrap_or_default();
-        match reconcile(rt, api, obj, &format!("{ns}/{name}")) {
+        match reconcile(rt, api, obj, &format!("{ns}/{name}"), snapshot) {
             Ok(line) => ui::print(&format!("{ns}/{name}: {line}\n")),
             Err(e) => {
                 ui::eprint(&format!("{ns}/{name}: error: {}\n", e.message));
@@ -182,6 +191,7 @@ fn reconcile(
     api: &Api<DynamicObject>,
     obj: &DynamicObject,
     shown: &str,
+    snapshot: Option<&crate::model::Observed>,
 ) -> Result<String, CliError> {
     let name = obj.metadata.name.clone().unwrap_or_default();
     let generation = obj.metadata.generation;
@@ -202,13 +212,20 @@ fn reconcile(
         }
     };
     let opts = context::observe_options(Some(&desired))?;
-    let observed = rt.block_on(crate::observe::observe(&opts));
+    let observed = match snapshot {
+        Some(o) => o.clone(),
+        None => rt.block_on(crate::observe::observe(&opts)),
+    };
     let journal_path = context::state_dir()?.join("journal.jsonl");
     let hold = super::recovery::hold_only(&journal_path, &observed);
     let options = super::plan::options(&[], hold);
     let plan = crate::plan::plan(&desired, &observed, &options);
     let spec = &obj.data["spec"];
-    let decision = decide(spec, &plan);
+    let decision = match (decide(spec, &plan), snapshot) {
+        // A snapshot is not this host: report what would run, run nothing.
+        (Decision::Apply(_), Some(_)) => Decision::PlanOnly,
+        (d, _) => d,
+    };
     let mut line = crate::plan::render::summary(&plan);
     let (applied, after) = match decision {
         Decision::PlanOnly => (Applied::PlanOnly, None),
