@@ -445,6 +445,7 @@ fn the_agent_survives_an_api_server_restart_and_a_deleted_resource() {
     }
     let s = Site::new("");
     let (api_server, port) = OwnApi::start(0, s.dir.path());
+    let metrics_port = crate::support::next_range().start;
     let url = format!("http://127.0.0.1:{port}");
     let c = Cluster::new(&url, &s, "restart");
     c.create("mine", json!({ "host": c.host, "desired": desired(&s) }));
@@ -461,6 +462,7 @@ fn the_agent_survives_an_api_server_restart_and_a_deleted_resource() {
             "--kubeconfig",
         ])
         .arg(&c.kubeconfig)
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -478,6 +480,29 @@ fn the_agent_survives_an_api_server_restart_and_a_deleted_resource() {
         }
     };
     wait_status(&c);
+    let scrape = || {
+        use std::io::{Read as _, Write as _};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text
+    };
+    let metrics = scrape();
+    assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    // Nothing listens in this test's range: converged.
+    assert!(
+        metrics.contains(&format!(
+            "nemoclaw_converged{{resource=\"{}/mine\"}} 1",
+            c.ns
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE nemoclaw_agent_rounds_total counter"),
+        "{metrics}"
+    );
     c.rt.block_on(c.api.delete("mine", &Default::default()))
         .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -491,6 +516,12 @@ fn the_agent_survives_an_api_server_restart_and_a_deleted_resource() {
         agent.try_wait().unwrap().is_none(),
         "alive while the API server is down"
     );
+    let errors: u64 = scrape()
+        .lines()
+        .find_map(|l| l.strip_prefix("nemoclaw_agent_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(errors > 0, "failed rounds are counted");
     let (_api_server, again) = OwnApi::start(port, s.dir.path());
     assert_eq!(again, port);
     let c2 = Cluster::new(&url, &s, "restart");

@@ -46,6 +46,50 @@ pub struct Args {
     /// run of the agent, and how `scripts/measure-fleet` simulates many hosts. Nothing is applied.
     #[arg(long, value_name = "SNAPSHOT")]
     observed: Option<PathBuf>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (e.g. `127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// This process's metrics (one agent per process).
+static METRICS: std::sync::LazyLock<std::sync::Mutex<crate::fleet::metrics::Metrics>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn metrics(update: impl FnOnce(&mut crate::fleet::metrics::Metrics)) {
+    if let Ok(mut m) = METRICS.lock() {
+        update(&mut m);
+    }
+}
+
+/// Answers `GET /metrics` with the text format; anything else with 404.
+async fn serve_metrics(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if request.starts_with("GET /metrics ") {
+                let text = METRICS.lock().map(|m| m.render()).unwrap_or_default();
+                ("200 OK", text)
+            } else {
+                ("404 Not Found", "not found\n".to_owned())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes()).await;
+            let _ = conn.write_all(body.as_bytes()).await;
+        });
+    }
 }
 
 fn resource() -> ApiResource {
@@ -71,6 +115,14 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
         None => None,
     };
     let rt = context::runtime()?;
+    if let Some(addr) = args.metrics_addr {
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|e| {
+                CliError::from_error(format!("cannot listen for metrics on {addr}"), &e)
+            })?;
+        rt.spawn(serve_metrics(listener));
+    }
     let client = rt.block_on(client(args.kubeconfig.as_deref()))?;
     let api: Api<DynamicObject> = {
         let _inside = rt.enter();
@@ -99,6 +151,7 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
                 args.interval.duration()
             }
             Err(e) => {
+                metrics(|m| m.errors += 1);
                 ui::eprint(&format!("error: {}\n", e.message));
                 backoff = (backoff * 2).min(args.interval.duration().max(Duration::from_secs(1)));
                 backoff
@@ -146,6 +199,7 @@ fn round(
     host: &str,
     snapshot: Option<&crate::model::Observed>,
 ) -> Result<Exit, CliError> {
+    metrics(|m| m.rounds += 1);
     let list = rt.block_on(api.list(&ListParams::default())).map_err(|e| {
         CliError::from_error(
             format!("cannot list {} resources in namespace `{ns}`", crd::KIND),
@@ -212,14 +266,22 @@ fn reconcile(
         }
     };
     let opts = context::observe_options(Some(&desired))?;
+    let started = std::time::Instant::now();
     let observed = match snapshot {
         Some(o) => o.clone(),
         None => rt.block_on(crate::observe::observe(&opts)),
     };
+    let observe_seconds = started.elapsed().as_secs_f64();
     let journal_path = context::state_dir()?.join("journal.jsonl");
     let hold = super::recovery::hold_only(&journal_path, &observed);
     let options = super::plan::options(&[], hold);
+    let started = std::time::Instant::now();
     let plan = crate::plan::plan(&desired, &observed, &options);
+    let plan_seconds = started.elapsed().as_secs_f64();
+    metrics(|m| {
+        m.observe_seconds = observe_seconds;
+        m.plan_seconds = plan_seconds;
+    });
     let spec = &obj.data["spec"];
     let decision = match (decide(spec, &plan), snapshot) {
         // A snapshot is not this host: report what would run, run nothing.
@@ -254,6 +316,10 @@ fn reconcile(
             line = format!("applied: exit {}", result.exit as u8);
             for (step, outcome, message) in &result.outcomes {
                 events::record(rt, api, obj, step, outcome, message);
+                let action = step.split(':').next().unwrap_or_default().to_owned();
+                metrics(|m| {
+                    *m.steps.entry((action, (*outcome).to_owned())).or_default() += 1;
+                });
             }
             let again = rt.block_on(crate::observe::observe(&opts));
             let after = crate::plan::plan(&desired, &again, &options);
@@ -288,6 +354,13 @@ fn finish(
     line: String,
 ) -> Result<String, CliError> {
     let now = crate::observe::time::format_rfc3339(crate::observe::now_ms());
+    let resource = format!(
+        "{}/{name}",
+        obj.metadata.namespace.as_deref().unwrap_or_default()
+    );
+    metrics(|m| {
+        m.converged.insert(resource, u8::from(plan.is_converged()));
+    });
     let mut status = status(generation, plan, observed, applied, &now);
     // The last apply stays reported through rounds that only plan.
     if status["lastApply"].is_null() {
