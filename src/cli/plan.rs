@@ -35,6 +35,12 @@ pub struct Args {
     /// step only: `destroy=volume.openshell-cluster-old`. Repeatable.
     #[arg(long, value_name = "CLASS[=ADDRESS]", value_parser = parse_consent)]
     pub allow: Vec<Consent>,
+    /// Plan this host against its NemoClawHost in a cluster instead of a file (the one
+    /// `nemoclaw agent` would reconcile): `--namespace`, `--host` and `--kubeconfig` as the agent's.
+    #[arg(long, conflicts_with = "file")]
+    from_cluster: bool,
+    #[command(flatten)]
+    cluster: super::agent::Where,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -100,7 +106,11 @@ pub fn options(allow: &[Consent], hold_destructive: Option<String>) -> PlanOptio
 }
 
 pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
-    let desired = context::load_desired(&args.file, color)?;
+    let desired = if args.from_cluster {
+        super::agent::desired_from_cluster(&args.cluster)?
+    } else {
+        context::load_desired(&args.file, color)?
+    };
     let (observed, hold) = match &args.observed {
         Some(path) => (context::load_observed(path)?, None),
         None => {

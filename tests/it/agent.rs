@@ -161,6 +161,31 @@ fn the_agent_plans_this_hosts_resources_and_writes_their_status() {
         "another host's resource is not touched"
     );
 
+    // `plan --from-cluster` plans the same resource, as the agent would.
+    let out = s
+        .cmd()
+        .args([
+            "plan",
+            "--from-cluster",
+            "-o",
+            "json",
+            "--namespace",
+            &c.ns,
+            "--host",
+            &c.host,
+            "--kubeconfig",
+        ])
+        .arg(&c.kubeconfig)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        plan["steps"][0]["id"],
+        format!("stop:process.{pid}"),
+        "{plan:#}"
+    );
+
     c.create(
         "bad",
         json!({ "host": c.host, "desired": { "dashboard": { "portRange": "9-8" } } }),

@@ -23,9 +23,9 @@ use crate::fleet::status::{Applied, status};
 use crate::model::Millis;
 use crate::spec::crd;
 
-/// Plan this host's NemoClawHost resources and report each plan as the resource's status.
+/// Where this host's NemoClawHost resources are: shared by `agent` and `plan --from-cluster`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct Where {
     /// The kubeconfig to reach the cluster. Default: `KUBECONFIG`, else `~/.kube/config`, else
     /// the in-cluster service account.
     #[arg(long, value_name = "FILE")]
@@ -36,6 +36,13 @@ pub struct Args {
     /// This host's name, as the resources' `spec.host` says it. Default: the machine's hostname.
     #[arg(long, value_name = "NAME")]
     host: Option<String>,
+}
+
+/// Plan this host's NemoClawHost resources and report each plan as the resource's status.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    at: Where,
     /// Time between rounds (`30s`, `2m`).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = Millis::parse)]
     interval: Millis,
@@ -102,14 +109,64 @@ fn resource() -> ApiResource {
     }
 }
 
-pub fn run(args: &Args) -> Result<Exit, CliError> {
-    let host = match &args.host {
-        Some(h) => h.clone(),
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+fn host_name(given: Option<&String>) -> Result<String, CliError> {
+    match given {
+        Some(h) => Ok(h.clone()),
+        None => Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map_err(|e| CliError::from_error("cannot read this machine's hostname", &e))?
             .trim()
-            .to_owned(),
+            .to_owned()),
+    }
+}
+
+/// `plan --from-cluster`: the one NemoClawHost of this host, read as its desired state.
+pub fn desired_from_cluster(at: &Where) -> Result<crate::model::Desired, CliError> {
+    let host = host_name(at.host.as_ref())?;
+    let rt = context::runtime()?;
+    let client = rt.block_on(client(at.kubeconfig.as_deref()))?;
+    let api: Api<DynamicObject> = {
+        let _inside = rt.enter();
+        Api::namespaced_with(client, &at.namespace, &resource())
     };
+    let list = rt.block_on(api.list(&ListParams::default())).map_err(|e| {
+        CliError::from_error(
+            format!(
+                "cannot list {} resources in namespace `{}`",
+                crd::KIND,
+                at.namespace
+            ),
+            &e,
+        )
+    })?;
+    let mine: Vec<&DynamicObject> = list.items.iter().filter(|o| is_for(o, &host)).collect();
+    let [obj] = mine.as_slice() else {
+        return Err(CliError::new(format!(
+            "{} {} for host `{host}` in namespace `{}`; --from-cluster plans exactly one",
+            mine.len(),
+            crd::KIND,
+            at.namespace
+        ))
+        .hint("pass `--host NAME` or `--namespace NS`, or plan the manifest with `-f`"));
+    };
+    let shown = format!(
+        "{}/{}",
+        at.namespace,
+        obj.metadata.name.as_deref().unwrap_or_default()
+    );
+    desired_of(obj, &shown)
+        .map_err(|why| CliError::new(format!("`{shown}`: spec.desired is invalid: {why}")))
+}
+
+/// Whether `obj` is for `host`: its `spec.host`, else its name.
+fn is_for(obj: &DynamicObject, host: &str) -> bool {
+    obj.data["spec"]["host"]
+        .as_str()
+        .or(obj.metadata.name.as_deref())
+        == Some(host)
+}
+
+pub fn run(args: &Args) -> Result<Exit, CliError> {
+    let host = host_name(args.at.host.as_ref())?;
     let snapshot = match &args.observed {
         Some(path) => Some(context::load_observed(path)?),
         None => None,
@@ -123,18 +180,18 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
             })?;
         rt.spawn(serve_metrics(listener));
     }
-    let client = rt.block_on(client(args.kubeconfig.as_deref()))?;
+    let client = rt.block_on(client(args.at.kubeconfig.as_deref()))?;
     let api: Api<DynamicObject> = {
         let _inside = rt.enter();
-        Api::namespaced_with(client.clone(), &args.namespace, &resource())
+        Api::namespaced_with(client.clone(), &args.at.namespace, &resource())
     };
-    let lease = lease::HostLease::new(client, &args.namespace, &host, args.interval.duration());
+    let lease = lease::HostLease::new(client, &args.at.namespace, &host, args.interval.duration());
     let mut backoff = Duration::from_secs(1);
     loop {
         // One agent per host: the round runs only under the host's lease.
         let round = match rt.block_on(lease.acquire()) {
             Ok(()) => {
-                let r = round(&rt, &api, &args.namespace, &host, snapshot.as_ref());
+                let r = round(&rt, &api, &args.at.namespace, &host, snapshot.as_ref());
                 if args.once {
                     rt.block_on(lease.release());
                 }
@@ -207,16 +264,7 @@ fn round(
         )
         .hint("install the definition with `nemoclaw crd | kubectl apply -f -`")
     })?;
-    let mine: Vec<&DynamicObject> = list
-        .items
-        .iter()
-        .filter(|o| {
-            o.data["spec"]["host"]
-                .as_str()
-                .or(o.metadata.name.as_deref())
-                == Some(host)
-        })
-        .collect();
+    let mine: Vec<&DynamicObject> = list.items.iter().filter(|o| is_for(o, host)).collect();
     if mine.is_empty() {
         ui::print(&format!(
             "No {} for host `{host}` in namespace `{ns}`.\n",
