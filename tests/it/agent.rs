@@ -559,3 +559,73 @@ fn the_agent_survives_an_api_server_restart_and_a_deleted_resource() {
     .unwrap();
     assert_eq!(agent.wait().unwrap().code(), Some(130));
 }
+
+/// Between rounds the agent watches: a new resource and a changed spec are reconciled at once,
+/// not at the next `--interval` (an hour here); its own status writes start no round.
+#[test]
+fn the_agent_requeues_on_a_change_not_only_every_interval() {
+    let Some(url) = url() else { return };
+    let s = Site::new("");
+    let _l = Listener::spawn("term", s.port(4));
+    let c = Cluster::new(&url, &s, "watch");
+    let metrics_port = crate::support::next_range().start;
+    let mut agent = s
+        .cmd()
+        .args([
+            "agent",
+            "--interval",
+            "60m",
+            "--namespace",
+            &c.ns,
+            "--host",
+            &c.host,
+        ])
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = |what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(o) = c.rt.block_on(c.api.get("mine"))
+                && ok(&o.data)
+            {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    c.create("mine", json!({ "host": c.host, "desired": desired(&s) }));
+    until("the new resource was reconciled", &|o| {
+        o["status"]["plan"]["toChange"] == 1
+    });
+    let mut obj = c.rt.block_on(c.api.get("mine")).unwrap();
+    obj.data["spec"]["desired"]["cleanup"]["staleListeners"] = json!(false);
+    c.rt.block_on(c.api.replace("mine", &PostParams::default(), &obj))
+        .unwrap();
+    until("the changed spec was reconciled", &|o| {
+        o["status"]["plan"]["toChange"] == 0
+    });
+    // Its own status writes did not start rounds: the first, the new resource, the change.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let rounds: u64 = {
+        use std::io::{Read as _, Write as _};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("nemoclaw_agent_rounds_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    assert!((3..=4).contains(&rounds), "{rounds} rounds");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

@@ -157,6 +157,11 @@ pub fn desired_from_cluster(at: &Where) -> Result<crate::model::Desired, CliErro
         .map_err(|why| CliError::new(format!("`{shown}`: spec.desired is invalid: {why}")))
 }
 
+/// A fingerprint of a resource's spec: what a round plans from.
+fn spec_hash(obj: &DynamicObject) -> String {
+    crate::model::sha256_hex(obj.data["spec"].to_string().as_bytes())
+}
+
 /// Whether `obj` is for `host`: its `spec.host`, else its name.
 fn is_for(obj: &DynamicObject, host: &str) -> bool {
     obj.data["spec"]["host"]
@@ -187,11 +192,30 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
     };
     let lease = lease::HostLease::new(client, &args.at.namespace, &host, args.interval.duration());
     let mut backoff = Duration::from_secs(1);
+    // Between rounds the agent watches its resources: a change to one of this host's specs
+    // starts the next round at once; otherwise it runs every `--interval`. Its own status
+    // writes change no spec, so they requeue nothing.
+    let mut changes = if args.once {
+        None
+    } else {
+        let _inside = rt.enter();
+        Some(Box::pin(kube::runtime::WatchStreamExt::default_backoff(
+            kube::runtime::watcher(api.clone(), kube::runtime::watcher::Config::default()),
+        )))
+    };
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     loop {
         // One agent per host: the round runs only under the host's lease.
         let round = match rt.block_on(lease.acquire()) {
             Ok(()) => {
-                let r = round(&rt, &api, &args.at.namespace, &host, snapshot.as_ref());
+                let r = round(
+                    &rt,
+                    &api,
+                    &args.at.namespace,
+                    &host,
+                    snapshot.as_ref(),
+                    &mut seen,
+                );
                 if args.once {
                     rt.block_on(lease.release());
                 }
@@ -215,9 +239,35 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
             }
         };
         let interrupted = rt.block_on(async {
-            tokio::select! {
-                () = tokio::time::sleep(wait) => false,
-                _ = tokio::signal::ctrl_c() => true,
+            use futures_util::StreamExt as _;
+            let deadline = tokio::time::sleep(wait);
+            tokio::pin!(deadline);
+            loop {
+                let next = async {
+                    match changes.as_mut() {
+                        Some(c) => c.next().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = &mut deadline => return false,
+                    _ = tokio::signal::ctrl_c() => return true,
+                    event = next => {
+                        use kube::runtime::watcher::Event;
+                        let changed = match event {
+                            Some(Ok(Event::Apply(o) | Event::InitApply(o))) => {
+                                is_for(&o, &host)
+                                    && seen.get(o.metadata.name.as_deref().unwrap_or_default())
+                                        != Some(&spec_hash(&o))
+                            }
+                            Some(Ok(Event::Delete(o))) => is_for(&o, &host),
+                            _ => false,
+                        };
+                        if changed {
+                            return false;
+                        }
+                    }
+                }
             }
         });
         if interrupted {
@@ -255,6 +305,7 @@ fn round(
     ns: &str,
     host: &str,
     snapshot: Option<&crate::model::Observed>,
+    seen: &mut std::collections::HashMap<String, String>,
 ) -> Result<Exit, CliError> {
     metrics(|m| m.rounds += 1);
     let list = rt.block_on(api.list(&ListParams::default())).map_err(|e| {
@@ -265,6 +316,12 @@ fn round(
         .hint("install the definition with `nemoclaw crd | kubectl apply -f -`")
     })?;
     let mine: Vec<&DynamicObject> = list.items.iter().filter(|o| is_for(o, host)).collect();
+    // What this round plans from: each resource's spec, so that a watch event that changes no
+    // spec (the agent's own status write) starts no round.
+    *seen = mine
+        .iter()
+        .map(|o| (o.metadata.name.clone().unwrap_or_default(), spec_hash(o)))
+        .collect();
     if mine.is_empty() {
         ui::print(&format!(
             "No {} for host `{host}` in namespace `{ns}`.\n",
