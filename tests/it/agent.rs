@@ -629,3 +629,51 @@ fn the_agent_requeues_on_a_change_not_only_every_interval() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// A `destroy` never runs on `apply: auto`: the step is reported blocked and the volume stays;
+/// an approval naming the plan with `allow: [destroy]` runs it.
+#[test]
+fn a_destroy_waits_for_an_approval_naming_it() {
+    let Some(url) = url() else { return };
+    if !crate::support::docker_engine() {
+        return;
+    }
+    let s = Site::new("");
+    let c = Cluster::new(&url, &s, "destroy");
+    let volume = format!("nemoclaw-agent-{}", std::process::id());
+    let docker = |args: &[&str]| {
+        std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(docker(&["volume", "create", &volume]).status.success());
+    let mut spec = json!({ "host": c.host, "apply": "auto", "desired": desired(&s) });
+    spec["desired"]["destroy"] = json!({ "volumes": [volume] });
+    c.create("mine", spec);
+    let out = c.agent(&s);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    let status = c.get("mine")["status"].clone();
+    assert_eq!(cond(&status, "Blocked")["status"], "True", "{status:#}");
+    assert!(
+        docker(&["volume", "inspect", &volume]).status.success(),
+        "auto never destroys"
+    );
+    let reviewed = status["plan"]["sha256"].as_str().unwrap().to_owned();
+    let mut obj = c.rt.block_on(c.api.get("mine")).unwrap();
+    obj.data["spec"]["approve"] = json!({ "planSha256": reviewed, "allow": ["destroy"] });
+    c.rt.block_on(c.api.replace("mine", &PostParams::default(), &obj))
+        .unwrap();
+    let out = c.agent(&s);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(
+        !docker(&["volume", "inspect", &volume]).status.success(),
+        "the approved destroy ran: {}",
+        text(&out)
+    );
+    assert_eq!(
+        c.get("mine")["status"]["lastApply"]["planSha256"],
+        json!(reviewed)
+    );
+    docker(&["volume", "rm", "-f", &volume]);
+}

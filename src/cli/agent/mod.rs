@@ -430,7 +430,8 @@ fn reconcile(
             let after = crate::plan::plan(&desired, &again, &options);
             (
                 Applied::Ran {
-                    plan_sha256: to_apply.sha256(),
+                    // The reviewed plan's hash (what an approval names), not the consented one's.
+                    plan_sha256: plan.sha256(),
                     exit: result.exit as u8,
                     done: result.done,
                     failed: result.failed,
