@@ -83,6 +83,17 @@ impl Cluster {
             .unwrap();
     }
 
+    /// Another kind of object in this test's namespace.
+    fn typed<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        let _inside = self.rt.enter();
+        let client = kube::Client::try_from(kube::Config::new(self.url.parse().unwrap())).unwrap();
+        Api::namespaced(client, &self.ns)
+    }
+
     fn get(&self, name: &str) -> serde_json::Value {
         self.rt.block_on(self.api.get(name)).unwrap().data
     }
@@ -197,13 +208,7 @@ fn the_agent_plans_this_hosts_resources_and_writes_their_status() {
         "InvalidDesired"
     );
     assert!(l.alive());
-    let leases: Api<Lease> = {
-        let _inside = c.rt.enter();
-        Api::namespaced(
-            kube::Client::try_from(kube::Config::new(c.url.parse().unwrap())).unwrap(),
-            &c.ns,
-        )
-    };
+    let leases: Api<Lease> = c.typed();
     assert!(
         c.rt.block_on(leases.get_opt(&format!("nemoclaw-{}", c.host)))
             .unwrap()
@@ -235,13 +240,7 @@ fn apply_auto_stops_the_stale_process_and_reports_converged() {
         s.journal().contains("\"event\":\"intent\""),
         "journaled like any apply"
     );
-    let events: Api<k8s_openapi::api::core::v1::Event> = {
-        let _inside = c.rt.enter();
-        Api::namespaced(
-            kube::Client::try_from(kube::Config::new(c.url.parse().unwrap())).unwrap(),
-            &c.ns,
-        )
-    };
+    let events: Api<k8s_openapi::api::core::v1::Event> = c.typed();
     let listed = c.rt.block_on(events.list(&Default::default())).unwrap();
     let pid = l.pid();
     assert!(
@@ -285,13 +284,7 @@ fn an_approval_runs_only_the_plan_it_names() {
     let out = c.agent(&s);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(l.alive(), "a stale approval runs nothing");
-    let events: Api<k8s_openapi::api::core::v1::Event> = {
-        let _inside = c.rt.enter();
-        Api::namespaced(
-            kube::Client::try_from(kube::Config::new(c.url.parse().unwrap())).unwrap(),
-            &c.ns,
-        )
-    };
+    let events: Api<k8s_openapi::api::core::v1::Event> = c.typed();
     let listed = c.rt.block_on(events.list(&Default::default())).unwrap();
     assert!(
         listed
