@@ -670,3 +670,60 @@ fn a_destroy_waits_for_an_approval_naming_it() {
     );
     docker(&["volume", "rm", "-f", &volume]);
 }
+
+/// The lease is renewed while a round runs, so a long apply (here a listener that ignores
+/// SIGTERM under a 12 s grace; the lease lasts 30 s, renewed every 10 s) never leaves it looking
+/// abandoned to a second agent.
+#[test]
+fn the_lease_is_renewed_during_a_long_apply() {
+    let Some(url) = url() else { return };
+    let s = Site::new("");
+    let mut l = Listener::spawn("ignore-term", s.port(5));
+    let c = Cluster::new(&url, &s, "renew");
+    let mut spec = json!({ "host": c.host, "apply": "auto", "desired": desired(&s) });
+    spec["desired"]["cleanup"]["termGrace"] = json!("12s");
+    c.create("mine", spec);
+    let mut agent = s
+        .cmd()
+        // `--interval 10s`: the lease lasts max(2 intervals, 30 s) = 30 s, renewed every 10 s.
+        .args([
+            "agent",
+            "--once",
+            "--interval",
+            "10s",
+            "--namespace",
+            &c.ns,
+            "--host",
+            &c.host,
+        ])
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let leases: Api<Lease> = c.typed();
+    let name = format!("nemoclaw-{}", c.host);
+    let renew_time = || {
+        c.rt.block_on(leases.get_opt(&name))
+            .unwrap()
+            .and_then(|l| l.spec?.renew_time)
+            .map(|t| t.0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let first = loop {
+        if let Some(t) = renew_time() {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "no lease taken");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let later = renew_time().expect("still held mid-apply");
+    assert!(
+        later > first,
+        "renewed during the apply: {first} then {later}"
+    );
+    assert_eq!(agent.wait().unwrap().code(), Some(0));
+    assert!(!l.alive());
+}

@@ -13,6 +13,7 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use crate::cli::CliError;
 
 /// The lease of one host, as this process holds it.
+#[derive(Clone)]
 pub struct HostLease {
     api: Api<Lease>,
     name: String,
@@ -104,6 +105,20 @@ impl HostLease {
                     .map_err(|e| err("renew", e))
             }
         }
+    }
+
+    /// Renews the lease every third of its duration while a round runs — an apply can outlast
+    /// the lease (a gateway restart waits up to 30 s) — until the returned task is aborted.
+    pub fn keep_renewed(&self, rt: &tokio::runtime::Runtime) -> tokio::task::JoinHandle<()> {
+        let lease = self.clone();
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(lease.duration / 3).await;
+                if let Err(e) = lease.acquire().await {
+                    tracing::warn!("cannot renew the lease `{}`: {}", lease.name, e.message);
+                }
+            }
+        })
     }
 
     /// Gives the lease up (after `--once`), so the next agent need not wait for it to expire.

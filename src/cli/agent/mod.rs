@@ -208,6 +208,7 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
         // One agent per host: the round runs only under the host's lease.
         let round = match rt.block_on(lease.acquire()) {
             Ok(()) => {
+                let renewing = lease.keep_renewed(&rt);
                 let r = round(
                     &rt,
                     &api,
@@ -216,6 +217,7 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
                     snapshot.as_ref(),
                     &mut seen,
                 );
+                renewing.abort();
                 if args.once {
                     rt.block_on(lease.release());
                 }
