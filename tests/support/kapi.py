@@ -71,6 +71,18 @@ class FakeApiserver(K.KubernetesEmulator):
             items = [o for o in items if (str(field(o, k)) == v) != (op == '!=')]
         return {'apiVersion': 'v1', 'kind': 'List', 'metadata': {'resourceVersion': str(next(self._rv))}, 'items': items}
 
+# Where each resource's shape comes from (group/version/plural, namespaced or not). The first five are
+# the original script (../shared/reference/test-infra.md section 4, tested verbatim). Added for
+# `nemoclaw agent` (tests/it/agent.rs), each as the real API declares it:
+# - nemoclaw.io/v1alpha1 nemoclawhosts, NemoClawHost, namespaced: the CRD `nemoclaw crd` prints
+#   (src/spec/crd.rs GROUP/VERSION/PLURAL/KIND, `scope: Namespaced`; schemas/nemoclawhost.crd.json).
+# - coordination.k8s.io/v1 leases, Lease, namespaced: k8s-openapi 0.29.0
+#   src/v1_33/api/coordination/v1/lease.rs:15-19 (GROUP, KIND, VERSION, URL_PATH_SEGMENT, Scope).
+# - v1 events, Event, namespaced: k8s-openapi 0.29.0 src/v1_33/api/core/v1/event.rs:54-58.
+# Differences from a real API server the agent tests rely on not mattering, and say so at their
+# top: kmock ignores subresources, so a PATCH to .../nemoclawhosts/<name>/status lands on the object
+# (status is not kept apart from spec, and `generation` is not bumped); no CRD schema validation;
+# server-side apply is a merge without field ownership; watches replay existing objects as ADDED.
 RESOURCES = {'v1/namespaces': ('Namespace', False), 'v1/secrets': ('Secret', True), 'v1/configmaps': ('ConfigMap', True),
              'v1/persistentvolumeclaims': ('PersistentVolumeClaim', True), 'apps/v1/statefulsets': ('StatefulSet', True),
              'nemoclaw.io/v1alpha1/nemoclawhosts': ('NemoClawHost', True),  # the CRD `nemoclaw crd` prints
