@@ -48,6 +48,14 @@ impl StepOutcome {
     pub fn is_done(&self) -> bool {
         matches!(self, Self::Done(_))
     }
+
+    /// What happened, in words.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Done(m) | Self::Skipped(m) | Self::Stale(m) | Self::Failed(m) => m,
+        }
+    }
 }
 
 /// Receives progress while a plan is applied. The executor never prints.
@@ -310,25 +318,22 @@ async fn run_journaled(
         }
     };
     if let Some(j) = &context.journal {
-        let (kind, message) = match &outcome {
-            StepOutcome::Done(m) => ("done", m),
-            StepOutcome::Skipped(m) => ("skipped", m),
-            StepOutcome::Stale(m) => ("stale", m),
-            StepOutcome::Failed(m) => ("failed", m),
-        };
         let _ = j.record(&journal::Event::Outcome {
             run: j.run().to_owned(),
             at_ms: now(),
             step: step.id.clone(),
-            outcome: kind.to_owned(),
-            message: message.clone(),
+            outcome: outcome_kind(&outcome).to_owned(),
+            message: outcome.message().to_owned(),
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
     }
     outcome
 }
 
-fn outcome_kind(o: &StepOutcome) -> &'static str {
+/// The outcome's name in the journal, logs and the agent's events: `done`, `skipped`, `stale`,
+/// `failed`.
+#[must_use]
+pub fn outcome_kind(o: &StepOutcome) -> &'static str {
     match o {
         StepOutcome::Done(_) => "done",
         StepOutcome::Skipped(_) => "skipped",

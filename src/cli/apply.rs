@@ -195,6 +195,8 @@ pub(super) struct ApplyResult {
     pub failed: usize,
     /// Every step that ran or refused: id, `done`/`stale`/`failed`, what happened.
     pub outcomes: Vec<(String, &'static str, String)>,
+    /// The host as it was looked at after the steps (convergence was judged on it).
+    pub after: crate::model::Observed,
 }
 
 /// Carries out `plan` under the caller's host lock: journal start, the steps (in parallel where
@@ -283,11 +285,8 @@ pub(super) fn execute(
     }
 
     // Convergence is judged by looking again, never by trusting the steps' own reports.
-    let after = planner::plan(
-        desired,
-        &rt.block_on(crate::observe::observe(opts)),
-        options,
-    );
+    let after_observed = rt.block_on(crate::observe::observe(opts));
+    let after = planner::plan(desired, &after_observed, options);
     let exit = exit_for(plan, &report, &after);
     ui::print(&format!(
         "\n{}\n",
@@ -309,13 +308,16 @@ pub(super) fn execute(
         outcomes: report
             .outcomes
             .iter()
-            .filter_map(|(id, o)| match o {
-                executor::StepOutcome::Done(m) => Some((id.clone(), "done", m.clone())),
-                executor::StepOutcome::Stale(m) => Some((id.clone(), "stale", m.clone())),
-                executor::StepOutcome::Failed(m) => Some((id.clone(), "failed", m.clone())),
-                executor::StepOutcome::Skipped(_) => None,
+            .filter(|(_, o)| !matches!(o, executor::StepOutcome::Skipped(_)))
+            .map(|(id, o)| {
+                (
+                    id.clone(),
+                    executor::outcome_kind(o),
+                    o.message().to_owned(),
+                )
             })
             .collect(),
+        after: after_observed,
     })
 }
 

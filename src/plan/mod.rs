@@ -100,12 +100,7 @@ impl Plan {
         }
         let mut h = Hashing(<sha2::Sha256 as sha2::Digest>::new());
         let _ = serde_json::to_writer(&mut h, self);
-        let digest = sha2::Digest::finalize(h.0);
-        digest.iter().fold(String::with_capacity(64), |mut s, b| {
-            use std::fmt::Write as _;
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+        crate::model::hex(&sha2::Digest::finalize(h.0))
     }
 }
 

@@ -128,17 +128,7 @@ pub fn desired_from_cluster(at: &Where) -> Result<crate::model::Desired, CliErro
         let _inside = rt.enter();
         Api::namespaced_with(client, &at.namespace, &resource())
     };
-    let list = rt.block_on(api.list(&ListParams::default())).map_err(|e| {
-        CliError::from_error(
-            format!(
-                "cannot list {} resources in namespace `{}`",
-                crd::KIND,
-                at.namespace
-            ),
-            &e,
-        )
-    })?;
-    let mine: Vec<&DynamicObject> = list.items.iter().filter(|o| is_for(o, &host)).collect();
+    let mine = list_mine(&rt, &api, &at.namespace, &host)?;
     let [obj] = mine.as_slice() else {
         return Err(CliError::new(format!(
             "{} {} for host `{host}` in namespace `{}`; --from-cluster plans exactly one",
@@ -155,6 +145,23 @@ pub fn desired_from_cluster(at: &Where) -> Result<crate::model::Desired, CliErro
     );
     desired_of(obj, &shown)
         .map_err(|why| CliError::new(format!("`{shown}`: spec.desired is invalid: {why}")))
+}
+
+/// The namespace's NemoClawHosts that are for `host`, in the server's order.
+fn list_mine(
+    rt: &tokio::runtime::Runtime,
+    api: &Api<DynamicObject>,
+    ns: &str,
+    host: &str,
+) -> Result<Vec<DynamicObject>, CliError> {
+    let list = rt.block_on(api.list(&ListParams::default())).map_err(|e| {
+        CliError::from_error(
+            format!("cannot list {} resources in namespace `{ns}`", crd::KIND),
+            &e,
+        )
+        .hint("install the definition with `nemoclaw crd | kubectl apply -f -`")
+    })?;
+    Ok(list.items.into_iter().filter(|o| is_for(o, host)).collect())
 }
 
 /// A fingerprint of a resource's spec: what a round plans from.
@@ -310,14 +317,7 @@ fn round(
     seen: &mut std::collections::HashMap<String, String>,
 ) -> Result<Exit, CliError> {
     metrics(|m| m.rounds += 1);
-    let list = rt.block_on(api.list(&ListParams::default())).map_err(|e| {
-        CliError::from_error(
-            format!("cannot list {} resources in namespace `{ns}`", crd::KIND),
-            &e,
-        )
-        .hint("install the definition with `nemoclaw crd | kubectl apply -f -`")
-    })?;
-    let mine: Vec<&DynamicObject> = list.items.iter().filter(|o| is_for(o, host)).collect();
+    let mine = list_mine(rt, api, ns, host)?;
     // What this round plans from: each resource's spec, so that a watch event that changes no
     // spec (the agent's own status write) starts no round.
     *seen = mine
@@ -332,7 +332,7 @@ fn round(
         return Ok(Exit::Ok);
     }
     let mut exit = Exit::Ok;
-    for obj in mine {
+    for obj in &mine {
         let name = obj.metadata.name.clone().unwrap_or_default();
         match reconcile(rt, api, obj, &format!("{ns}/{name}"), snapshot) {
             Ok(line) => ui::print(&format!("{ns}/{name}: {line}\n")),
@@ -419,7 +419,7 @@ fn reconcile(
                     line,
                 );
             }
-            let result = apply(rt, &to_apply, &desired, &consented, &opts)?;
+            let result = apply(rt, &to_apply, &desired, &consented, &opts, &observed)?;
             line = format!("applied: exit {}", result.exit as u8);
             for (step, outcome, message) in &result.outcomes {
                 events::record(rt, api, obj, step, outcome, message);
@@ -428,7 +428,8 @@ fn reconcile(
                     *m.steps.entry((action, (*outcome).to_owned())).or_default() += 1;
                 });
             }
-            let again = rt.block_on(crate::observe::observe(&opts));
+            // The look apply took afterwards, planned without consent: what a reviewer approves.
+            let again = result.after;
             let after = crate::plan::plan(&desired, &again, &options);
             (
                 Applied::Ran {
@@ -531,14 +532,15 @@ fn apply(
     desired: &crate::model::Desired,
     options: &crate::plan::PlanOptions,
     opts: &crate::observe::ObserveOptions,
+    observed: &crate::model::Observed,
 ) -> Result<super::apply::ApplyResult, CliError> {
     let _lock = crate::apply::lock::acquire(&context::lock_path()?)
         .map_err(|e| CliError::from_error("cannot take the host lock", &e))?;
     let journal =
         crate::apply::journal::Journal::open(&context::state_dir()?, crate::observe::now_ms())
             .map_err(|e| CliError::from_error("cannot open the apply journal", &e))?;
-    let observed = rt.block_on(crate::observe::observe(opts));
-    let _ = super::recovery::review(journal.path(), &observed, Some(&journal));
+    // Judged against the look the plan was made from, as `nemoclaw apply` does.
+    let _ = super::recovery::review(journal.path(), observed, Some(&journal));
     super::apply::execute(rt, plan, desired, options, journal, opts, 10)
 }
 
