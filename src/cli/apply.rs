@@ -104,7 +104,7 @@ pub fn run(args: &Args, color: bool) -> Result<Exit, CliError> {
     }
     confirm(args.yes)?;
     execute(
-        &rt,
+        rt.handle(),
         &plan,
         &desired,
         &options,
@@ -203,7 +203,7 @@ pub(super) struct ApplyResult {
 /// independent), the legacy gateway's secret follow-up, a fresh look to judge convergence, the
 /// closing line, journal end. Also the agent's apply.
 pub(super) fn execute(
-    rt: &tokio::runtime::Runtime,
+    rt: &tokio::runtime::Handle,
     plan: &Plan,
     desired: &Desired,
     options: &PlanOptions,

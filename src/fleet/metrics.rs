@@ -1,15 +1,16 @@
-//! The agent's `/metrics`, in the Prometheus text format: rounds and errors, each resource's
+//! The agent's `/metrics`, in the Prometheus text format: reconciles and errors, each resource's
 //! convergence, steps applied by action and outcome, and how long the last observe and plan took.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// Counters and gauges, updated by the agent each round and rendered on each scrape.
+/// Counters and gauges, updated by the agent at each reconcile and rendered on each scrape.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Rounds run.
-    pub rounds: u64,
-    /// Rounds that failed (the API unreachable, the lease held, ...).
+    /// Reconciles run (one resource each).
+    pub reconciles: u64,
+    /// Reconciles that failed (the lease held, a status not written, ...) and failed watches
+    /// (the API server unreachable).
     pub errors: u64,
     /// Per resource (`namespace/name`): 1 converged, 0 not.
     pub converged: BTreeMap<String, u8>,
@@ -32,16 +33,16 @@ impl Metrics {
         }
         let n = family(
             &mut out,
-            "nemoclaw_agent_rounds_total",
+            "nemoclaw_agent_reconciles_total",
             "counter",
-            "Reconcile rounds run.",
+            "Reconciles run, one resource each.",
         );
-        let _ = writeln!(out, "{n} {}", self.rounds);
+        let _ = writeln!(out, "{n} {}", self.reconciles);
         let n = family(
             &mut out,
             "nemoclaw_agent_errors_total",
             "counter",
-            "Rounds that failed.",
+            "Reconciles and watches that failed.",
         );
         let _ = writeln!(out, "{n} {}", self.errors);
         let n = family(
@@ -99,7 +100,7 @@ mod tests {
     #[test]
     fn renders_the_text_format() {
         let mut m = Metrics {
-            rounds: 3,
+            reconciles: 3,
             ..Metrics::default()
         };
         m.converged.insert("nemoclaw/ws-1".into(), 1);
@@ -107,7 +108,7 @@ mod tests {
         let text = m.render();
         assert!(
             text.contains(
-                "# TYPE nemoclaw_agent_rounds_total counter\nnemoclaw_agent_rounds_total 3\n"
+                "# TYPE nemoclaw_agent_reconciles_total counter\nnemoclaw_agent_reconciles_total 3\n"
             ),
             "{text}"
         );

@@ -125,6 +125,35 @@ fn cond(status: &serde_json::Value, kind: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no {kind} condition: {status:#}"))
 }
 
+/// The agent's `/metrics` text.
+fn scrape(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// One unlabelled counter's value in a scrape.
+fn counter(scraped: &str, name: &str) -> u64 {
+    scraped
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {scraped}"))
+}
+
+/// Waits up to 20 s for `ok`.
+fn eventually(what: &str, ok: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 fn desired(s: &Site) -> serde_json::Value {
     json!({
         "dashboard": { "portRange": format!("{}-{}", s.port(0), s.port(10)) },
@@ -498,15 +527,7 @@ fn the_agent_survives_an_api_server_restart_and_a_deleted_resource() {
         }
     };
     wait_status(&c);
-    let scrape = || {
-        use std::io::{Read as _, Write as _};
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
-        conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        conn.read_to_string(&mut text).unwrap();
-        text
-    };
+    let scrape = || scrape(metrics_port);
     let metrics = scrape();
     assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
     // Nothing listens in this test's range: converged.
@@ -518,7 +539,7 @@ fn the_agent_survives_an_api_server_restart_and_a_deleted_resource() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("# TYPE nemoclaw_agent_rounds_total counter"),
+        metrics.contains("# TYPE nemoclaw_agent_reconciles_total counter"),
         "{metrics}"
     );
     c.rt.block_on(c.api.delete("mine", &Default::default()))
@@ -528,18 +549,19 @@ fn the_agent_survives_an_api_server_restart_and_a_deleted_resource() {
         agent.try_wait().unwrap().is_none(),
         "alive after its resource was deleted"
     );
+    // Its convergence gauge goes at its next due time (a second here).
+    let gauge = format!("nemoclaw_converged{{resource=\"{}/mine\"}}", c.ns);
+    eventually("the deleted resource's gauge is gone", || {
+        !scrape().contains(&gauge)
+    });
     drop(api_server);
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(
         agent.try_wait().unwrap().is_none(),
         "alive while the API server is down"
     );
-    let errors: u64 = scrape()
-        .lines()
-        .find_map(|l| l.strip_prefix("nemoclaw_agent_errors_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
-    assert!(errors > 0, "failed rounds are counted");
+    let errors = counter(&scrape(), "nemoclaw_agent_errors_total");
+    assert!(errors > 0, "failed watches are counted");
     let (_api_server, again) = OwnApi::start(port, s.dir.path());
     assert_eq!(again, port);
     let c2 = Cluster::new(&url, &s, "restart");
@@ -553,8 +575,8 @@ fn the_agent_survives_an_api_server_restart_and_a_deleted_resource() {
     assert_eq!(agent.wait().unwrap().code(), Some(130));
 }
 
-/// Between rounds the agent watches: a new resource and a changed spec are reconciled at once,
-/// not at the next `--interval` (an hour here); its own status writes start no round.
+/// The controller watches: a new resource and a changed spec are reconciled at once, not at the
+/// next `--interval` (an hour here); its own status writes start no reconcile.
 #[test]
 fn the_agent_requeues_on_a_change_not_only_every_interval() {
     let Some(url) = url() else { return };
@@ -604,21 +626,10 @@ fn the_agent_requeues_on_a_change_not_only_every_interval() {
     until("the changed spec was reconciled", &|o| {
         o["status"]["plan"]["toChange"] == 0
     });
-    // Its own status writes did not start rounds: the first, the new resource, the change.
+    // Its own status writes started no reconcile: the new resource, the change — two.
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let rounds: u64 = {
-        use std::io::{Read as _, Write as _};
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
-        conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        conn.read_to_string(&mut text).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("nemoclaw_agent_rounds_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap()
-    };
-    assert!((3..=4).contains(&rounds), "{rounds} rounds");
+    let reconciles = counter(&scrape(metrics_port), "nemoclaw_agent_reconciles_total");
+    assert_eq!(reconciles, 2, "reconciles");
     let _ = agent.kill();
     let _ = agent.wait();
 }
@@ -726,4 +737,100 @@ fn the_lease_is_renewed_during_a_long_apply() {
     );
     assert_eq!(agent.wait().unwrap().code(), Some(0));
     assert!(!l.alive());
+}
+
+/// A long-running agent with one resource whose `spec.desired` is invalid retries with backoff
+/// (1 s, 2 s, 4 s, ...), not in a loop on its own status writes, and counts each failure.
+#[test]
+fn a_failing_reconcile_backs_off() {
+    let Some(url) = url() else { return };
+    let s = Site::new("");
+    let c = Cluster::new(&url, &s, "backoff");
+    c.create(
+        "mine",
+        json!({ "host": c.host, "desired": { "dashboard": { "portRange": "not-a-range" } } }),
+    );
+    let metrics_port = crate::support::next_range().start;
+    let mut agent = s
+        .cmd()
+        .args(["agent", "--interval", "60m", "--namespace", &c.ns])
+        .args(["--host", &c.host, "--kubeconfig"])
+        .arg(&c.kubeconfig)
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the invalid spec was reported", || {
+        c.rt.block_on(c.api.get("mine"))
+            .is_ok_and(|o| o.data["status"]["conditions"][0]["reason"] == "InvalidDesired")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let scraped = scrape(metrics_port);
+    let (reconciles, errors) = (
+        counter(&scraped, "nemoclaw_agent_reconciles_total"),
+        counter(&scraped, "nemoclaw_agent_errors_total"),
+    );
+    // At 0 s, 1 s, 3 s (and 7 s): a loop on its own writes would be hundreds.
+    assert!((2..=4).contains(&reconciles), "{reconciles} reconciles");
+    assert_eq!(errors, reconciles, "each one failed");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
+/// Two long-running agents, one lease: the second says who holds it and waits; the first stops
+/// on SIGTERM (130) and gives the lease up, and the second takes it over and reconciles.
+#[test]
+fn a_standby_agent_takes_over_when_the_first_stops() {
+    let Some(url) = url() else { return };
+    let s = Site::new("");
+    let c = Cluster::new(&url, &s, "standby");
+    c.create("mine", json!({ "host": c.host, "desired": desired(&s) }));
+    let spawn = |tag: &str| {
+        let log = std::fs::File::create(s.dir.path().join(format!("{tag}.log"))).unwrap();
+        s.cmd()
+            .args(["agent", "--interval", "3s", "--namespace", &c.ns])
+            .args(["--host", &c.host, "--kubeconfig"])
+            .arg(&c.kubeconfig)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let leases: Api<Lease> = c.typed();
+    let lease = format!("nemoclaw-{}", c.host);
+    let holder = || {
+        c.rt.block_on(leases.get_opt(&lease))
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity)
+    };
+    let mut first = spawn("first");
+    eventually("the first agent holds the lease", || {
+        holder().is_some_and(|h| h.ends_with(&format!("/{}", first.id())))
+    });
+    let mut second = spawn("second");
+    let second_log = s.dir.path().join("second.log");
+    eventually("the second agent says who holds the lease", || {
+        std::fs::read_to_string(&second_log).is_ok_and(|t| {
+            t.contains("waiting: another agent holds the lease")
+                && t.contains(&format!("/{}`", first.id()))
+        })
+    });
+    let reported = c.get("mine")["status"]["plan"].clone();
+    assert!(!reported.is_null(), "the first agent reported");
+    let signal = |child: &std::process::Child, sig| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+            sig,
+        )
+        .unwrap();
+    };
+    signal(&first, nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(first.wait().unwrap().code(), Some(130));
+    eventually("the second agent took the lease over", || {
+        holder().is_some_and(|h| h.ends_with(&format!("/{}", second.id())))
+    });
+    signal(&second, nix::sys::signal::Signal::SIGINT);
+    assert_eq!(second.wait().unwrap().code(), Some(130));
+    assert_eq!(holder(), None, "given up at shutdown");
 }

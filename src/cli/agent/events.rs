@@ -10,7 +10,7 @@ use crate::spec::crd;
 
 /// Records what happened to `step` (`done`, `stale`, `failed`, `refused`).
 pub fn record(
-    rt: &tokio::runtime::Runtime,
+    rt: &tokio::runtime::Handle,
     hosts: &Api<DynamicObject>,
     obj: &DynamicObject,
     step: &str,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 
 use crate::cli::CliError;
 
@@ -109,7 +109,7 @@ impl HostLease {
 
     /// Renews the lease every third of its duration while a round runs — an apply can outlast
     /// the lease (a gateway restart waits up to 30 s) — until the returned task is aborted.
-    pub fn keep_renewed(&self, rt: &tokio::runtime::Runtime) -> tokio::task::JoinHandle<()> {
+    pub fn keep_renewed(&self, rt: &tokio::runtime::Handle) -> tokio::task::JoinHandle<()> {
         let lease = self.clone();
         rt.spawn(async move {
             loop {
@@ -121,9 +121,28 @@ impl HostLease {
         })
     }
 
-    /// Gives the lease up (after `--once`), so the next agent need not wait for it to expire.
+    /// Gives the lease up (after `--once`, at shutdown), so the next agent need not wait for it
+    /// to expire — only while this process holds it, and only that version of it (a lease another
+    /// agent took over in between is left alone).
     pub async fn release(&self) {
-        let _ = self.api.delete(&self.name, &DeleteParams::default()).await;
+        let Ok(Some(lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let holder = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref());
+        if holder != Some(self.identity.as_str()) {
+            return;
+        }
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: lease.metadata.resource_version.clone(),
+                uid: lease.metadata.uid.clone(),
+            }),
+            ..DeleteParams::default()
+        };
+        let _ = self.api.delete(&self.name, &params).await;
     }
 }
 
