@@ -125,6 +125,29 @@ fn cond(status: &serde_json::Value, kind: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no {kind} condition: {status:#}"))
 }
 
+/// An agent process, killed when the test ends however it ends (a failed assertion included).
+struct Running(std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The agent's `/metrics` text.
 fn scrape(port: u16) -> String {
     use std::io::{Read as _, Write as _};
@@ -513,6 +536,7 @@ fn the_agent_survives_an_api_server_restart_and_a_deleted_resource() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(Running)
         .unwrap();
     let wait_status = |c: &Cluster| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -601,6 +625,7 @@ fn the_agent_requeues_on_a_change_not_only_every_interval() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(Running)
         .unwrap();
     let until = |what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -712,6 +737,7 @@ fn the_lease_is_renewed_during_a_long_apply() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(Running)
         .unwrap();
     let leases: Api<Lease> = c.typed();
     let name = format!("nemoclaw-{}", c.host);
@@ -760,6 +786,7 @@ fn a_failing_reconcile_backs_off() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
+        .map(Running)
         .unwrap();
     eventually("the invalid spec was reported", || {
         c.rt.block_on(c.api.get("mine"))
@@ -795,6 +822,7 @@ fn a_standby_agent_takes_over_when_the_first_stops() {
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
+            .map(Running)
             .unwrap()
     };
     let leases: Api<Lease> = c.typed();
@@ -833,4 +861,88 @@ fn a_standby_agent_takes_over_when_the_first_stops() {
     signal(&second, nix::sys::signal::Signal::SIGINT);
     assert_eq!(second.wait().unwrap().code(), Some(130));
     assert_eq!(holder(), None, "given up at shutdown");
+}
+
+/// `--selector` narrows what the API server sends: a resource of this host without the label is
+/// neither listed nor reconciled.
+#[test]
+fn the_selector_narrows_the_resources_the_agent_reads() {
+    let Some(url) = url() else { return };
+    let s = Site::new("");
+    let c = Cluster::new(&url, &s, "selector");
+    for (name, labels) in [
+        ("labelled", json!({ "nemoclaw.io/host": c.host })),
+        ("unlabelled", json!({})),
+    ] {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "nemoclaw.io/v1alpha1",
+            "kind": "NemoClawHost",
+            "metadata": { "name": name, "namespace": c.ns, "labels": labels },
+            "spec": { "host": c.host, "desired": desired(&s) },
+        }))
+        .unwrap();
+        c.rt.block_on(c.api.create(&PostParams::default(), &obj))
+            .unwrap();
+    }
+    let out = s
+        .cmd()
+        .args(["agent", "--once", "--namespace", &c.ns, "--host", &c.host])
+        .args([
+            "-l",
+            &format!("nemoclaw.io/host={}", c.host),
+            "--kubeconfig",
+        ])
+        .arg(&c.kubeconfig)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("/labelled: "), "{}", text(&out));
+    assert!(!text(&out).contains("unlabelled"), "{}", text(&out));
+    assert!(c.get("labelled").get("status").is_some());
+    assert!(c.get("unlabelled").get("status").is_none());
+
+    // The controller's watch is selected the same way: what it is not sent, it never reconciles.
+    let _agent = s
+        .cmd()
+        .args([
+            "agent",
+            "--interval",
+            "60m",
+            "--namespace",
+            &c.ns,
+            "--host",
+            &c.host,
+        ])
+        .args([
+            "-l",
+            &format!("nemoclaw.io/host={}", c.host),
+            "--kubeconfig",
+        ])
+        .arg(&c.kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(Running)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    for (name, labels) in [
+        ("later-unlabelled", json!({})),
+        ("later-labelled", json!({ "nemoclaw.io/host": c.host })),
+    ] {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "nemoclaw.io/v1alpha1",
+            "kind": "NemoClawHost",
+            "metadata": { "name": name, "namespace": c.ns, "labels": labels },
+            "spec": { "host": c.host, "desired": desired(&s) },
+        }))
+        .unwrap();
+        c.rt.block_on(c.api.create(&PostParams::default(), &obj))
+            .unwrap();
+    }
+    eventually("the labelled one was reconciled", || {
+        c.get("later-labelled").get("status").is_some()
+    });
+    // Had it been sent, its reconcile would have been queued beside the labelled one's.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(c.get("later-unlabelled").get("status").is_none());
 }

@@ -63,13 +63,20 @@ class FakeApiserver(K.KubernetesEmulator):
         return await super()._handle(req)
 
     async def _serve_list(self, req):  # fix 7: labelSelector, fieldSelector (equality), list kind + rv
-        items = (await super()._serve_list(req))['items']
-        if sel := req.params.get('labelSelector'):
-            items = [o for o in items if labels_match(sel, o.get('metadata', {}).get('labels') or {})]
-        for term in filter(None, req.params.get('fieldSelector', '').split(',')):
-            k, op, v = re.match(r'([\w.]+)\s*(!=|==|=)\s*(.*)', term).groups()
-            items = [o for o in items if (str(field(o, k)) == v) != (op == '!=')]
+        items = [o for o in (await super()._serve_list(req))['items'] if selected(req, o)]
         return {'apiVersion': 'v1', 'kind': 'List', 'metadata': {'resourceVersion': str(next(self._rv))}, 'items': items}
+
+    async def _serve_watch(self, req):  # fix 8: the same selectors on watches (events of other objects dropped)
+        async for event in super()._serve_watch(req):
+            if not isinstance(event, dict) or selected(req, event.get('object') or {}): yield event
+
+def selected(req, obj):
+    if (sel := req.params.get('labelSelector')) and not labels_match(sel, obj.get('metadata', {}).get('labels') or {}):
+        return False
+    for term in filter(None, req.params.get('fieldSelector', '').split(',')):
+        k, op, v = re.match(r'([\w.]+)\s*(!=|==|=)\s*(.*)', term).groups()
+        if (str(field(obj, k)) == v) == (op == '!='): return False
+    return True
 
 # Where each resource's shape comes from (group/version/plural, namespaced or not). The first five are
 # the original script (../shared/reference/test-infra.md section 4, tested verbatim). Added for
@@ -82,7 +89,8 @@ class FakeApiserver(K.KubernetesEmulator):
 # Differences from a real API server the agent tests rely on not mattering, and say so at their
 # top: kmock ignores subresources, so a PATCH to .../nemoclawhosts/<name>/status lands on the object
 # (status is not kept apart from spec, and `generation` is not bumped); no CRD schema validation;
-# server-side apply is a merge without field ownership; watches replay existing objects as ADDED.
+# server-side apply is a merge without field ownership; watches replay existing objects as ADDED; a
+# selector watch drops the events of objects that do not match (a real one sends DELETED when one stops).
 RESOURCES = {'v1/namespaces': ('Namespace', False), 'v1/secrets': ('Secret', True), 'v1/configmaps': ('ConfigMap', True),
              'v1/persistentvolumeclaims': ('PersistentVolumeClaim', True), 'apps/v1/statefulsets': ('StatefulSet', True),
              'nemoclaw.io/v1alpha1/nemoclawhosts': ('NemoClawHost', True),  # the CRD `nemoclaw crd` prints

@@ -26,6 +26,8 @@ use crate::spec::crd;
 pub struct Scope {
     pub api: Api<DynamicObject>,
     pub namespace: String,
+    /// `--selector`: the labels the API server selects the watched resources by.
+    pub selector: Option<String>,
     pub host: String,
     /// Plan against this snapshot instead of the host (`--observed`): nothing is applied.
     pub snapshot: Option<crate::model::Observed>,
@@ -122,8 +124,13 @@ fn backoff(failures: u32, interval: Duration) -> Duration {
 /// Runs the controller until SIGINT or SIGTERM; running reconciles finish first (an apply in
 /// flight finishes its running steps and starts none), the lease is given up, then exit 130.
 pub fn run(rt: &tokio::runtime::Runtime, scope: Scope) -> Result<Exit, CliError> {
+    let selected = scope
+        .selector
+        .as_ref()
+        .map(|l| format!(" labelled `{l}`"))
+        .unwrap_or_default();
     ui::print(&format!(
-        "Watching {} resources for host `{}` in namespace `{}` (on each change, every {}s, backing off after errors).\n",
+        "Watching {} resources{selected} for host `{}` in namespace `{}` (on each change, every {}s, backing off after errors).\n",
         crd::KIND,
         scope.host,
         scope.namespace,
@@ -136,7 +143,11 @@ pub fn run(rt: &tokio::runtime::Runtime, scope: Scope) -> Result<Exit, CliError>
     let shutdown = rt.block_on(async { shutdown_signal() })?;
     rt.block_on(async {
         let api = ctx.scope.api.clone();
-        Controller::new_with(api, watcher::Config::default(), resource())
+        let mut watched = watcher::Config::default();
+        if let Some(labels) = &ctx.scope.selector {
+            watched = watched.labels(labels);
+        }
+        Controller::new_with(api, watched, resource())
             // One reconcile at a time: they share the host (its lock, its processes).
             .with_config(controller::Config::default().concurrency(1))
             .graceful_shutdown_on(shutdown)
@@ -207,7 +218,6 @@ async fn reconcile_async(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Actio
     if let Some(wait) = ctx.not_due(&name, &spec, Instant::now()) {
         return Ok(Action::requeue(wait));
     }
-    metrics(|m| m.reconciles += 1);
     let outcome = match ctx.scope.lease.acquire().await {
         Ok(()) => {
             let renewing = ctx
@@ -231,6 +241,8 @@ async fn reconcile_async(obj: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Actio
         }
     };
     let wait = ctx.record(&name, spec, outcome.is_ok());
+    // Counted when done, with its error, so a scrape never sees one without the other.
+    metrics(|m| m.reconciles += 1);
     match outcome {
         Ok(()) => Ok(Action::requeue(wait)),
         Err(message) => {

@@ -36,6 +36,11 @@ pub struct Where {
     /// This host's name, as the resources' `spec.host` says it. Default: the machine's hostname.
     #[arg(long, value_name = "NAME")]
     host: Option<String>,
+    /// Only the resources with these labels (`kubectl -l` syntax), selected by the API server:
+    /// with `nemoclaw.io/host=<host>` on each resource, an agent is sent its own resources
+    /// and their changes only, not the whole namespace's (docs/fleet.md).
+    #[arg(short = 'l', long, value_name = "LABELS")]
+    selector: Option<String>,
 }
 
 /// Plan this host's NemoClawHost resources and report each plan as the resource's status.
@@ -87,7 +92,7 @@ pub fn desired_from_cluster(at: &Where) -> Result<crate::model::Desired, CliErro
         let _inside = rt.enter();
         Api::namespaced_with(client, &at.namespace, &resource())
     };
-    let mine = list_mine(&rt, &api, &at.namespace, &host)?;
+    let mine = list_mine(&rt, &api, &at.namespace, at.selector.as_deref(), &host)?;
     let [obj] = mine.as_slice() else {
         return Err(CliError::new(format!(
             "{} {} for host `{host}` in namespace `{}`; --from-cluster plans exactly one",
@@ -106,14 +111,20 @@ pub fn desired_from_cluster(at: &Where) -> Result<crate::model::Desired, CliErro
         .map_err(|why| CliError::new(format!("`{shown}`: spec.desired is invalid: {why}")))
 }
 
-/// The namespace's NemoClawHosts that are for `host`, in the server's order.
+/// The namespace's NemoClawHosts (those `--selector` selects) that are for `host`, in the
+/// server's order.
 fn list_mine(
     rt: &tokio::runtime::Runtime,
     api: &Api<DynamicObject>,
     ns: &str,
+    selector: Option<&str>,
     host: &str,
 ) -> Result<Vec<DynamicObject>, CliError> {
-    let list = rt.block_on(api.list(&ListParams::default())).map_err(|e| {
+    let mut params = ListParams::default();
+    if let Some(labels) = selector {
+        params = params.labels(labels);
+    }
+    let list = rt.block_on(api.list(&params)).map_err(|e| {
         CliError::from_error(
             format!("cannot list {} resources in namespace `{ns}`", crd::KIND),
             &e,
@@ -157,18 +168,19 @@ pub fn run(args: &Args) -> Result<Exit, CliError> {
         Api::namespaced_with(client.clone(), &args.at.namespace, &resource())
     };
     let lease = lease::HostLease::new(client, &args.at.namespace, &host, args.interval.duration());
-    let at = controller::Scope {
+    let scope = controller::Scope {
         api,
         namespace: args.at.namespace.clone(),
+        selector: args.at.selector.clone(),
         host,
         snapshot,
         interval: args.interval.duration(),
         lease,
     };
     if args.once {
-        once(&rt, &at)
+        once(&rt, &scope)
     } else {
-        controller::run(&rt, at)
+        controller::run(&rt, scope)
     }
 }
 
@@ -188,7 +200,7 @@ fn reconcile_listed(
     at: &controller::Scope,
 ) -> Result<Exit, CliError> {
     let (ns, host) = (&at.namespace, &at.host);
-    let mine = list_mine(rt, &at.api, ns, host)?;
+    let mine = list_mine(rt, &at.api, ns, at.selector.as_deref(), host)?;
     if mine.is_empty() {
         ui::print(&format!(
             "No {} for host `{host}` in namespace `{ns}`.\n",
