@@ -946,3 +946,89 @@ fn the_selector_narrows_the_resources_the_agent_reads() {
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert!(c.get("later-unlabelled").get("status").is_none());
 }
+
+/// `scripts/build-image` makes an image that runs the agent: built from this test's binary
+/// (debug symbols stripped), run in the private Docker engine on the host's network as the
+/// DaemonSet runs it (user 1000), it reconciles a resource against a snapshot and writes status.
+#[test]
+fn the_image_runs_the_agent() {
+    let Some(url) = url() else { return };
+    if std::env::var_os("DOCKER_HOST").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this with the private Docker engine"
+        );
+        eprintln!("skipped: DOCKER_HOST is not set (scripts/test starts a private Docker engine)");
+        return;
+    }
+    let s = Site::new("");
+    let c = Cluster::new(&url, &s, "image");
+    c.create("mine", json!({ "host": c.host, "desired": desired(&s) }));
+    let bin = s.dir.path().join("nemoclaw");
+    let strip = std::process::Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(env!("CARGO_BIN_EXE_nemoclaw"))
+        .arg(&bin)
+        .status()
+        .unwrap();
+    assert!(strip.success());
+    let tag = format!("nemoclaw-it:{}", std::process::id());
+    let built =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-image"))
+            .arg(&tag)
+            .env("NEMOCLAW_BIN", &bin)
+            .output()
+            .unwrap();
+    assert!(built.status.success(), "{}", text(&built));
+    assert_eq!(String::from_utf8_lossy(&built.stdout).trim(), tag);
+    struct Image(String);
+    impl Drop for Image {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", &self.0])
+                .output();
+        }
+    }
+    let _image = Image(tag.clone());
+
+    // What the container reads: the kubeconfig and a snapshot of this host, readable by user 1000.
+    let work = s.dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let snapshot = s.run(&["observe", "-o", "json"]);
+    assert_eq!(code(&snapshot), 0, "{}", text(&snapshot));
+    std::fs::write(work.join("host.json"), &snapshot.stdout).unwrap();
+    std::fs::copy(&c.kubeconfig, work.join("kubeconfig")).unwrap();
+    for p in [s.dir.path(), work.as_path()] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for f in ["host.json", "kubeconfig"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(work.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = std::process::Command::new("docker")
+        .args(["run", "--rm", "--network", "host", "-v"])
+        .arg(format!("{}:/work:ro", work.display()))
+        .args([
+            &tag,
+            "agent",
+            "--once",
+            "--namespace",
+            &c.ns,
+            "--host",
+            &c.host,
+        ])
+        .args([
+            "--kubeconfig",
+            "/work/kubeconfig",
+            "--observed",
+            "/work/host.json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("/mine: "), "{}", text(&out));
+    let status = &c.get("mine")["status"];
+    assert_eq!(cond(status, "Planned")["status"], "True", "{status:#}");
+    assert_eq!(status["agentVersion"], env!("CARGO_PKG_VERSION"));
+}

@@ -39,6 +39,8 @@ class FakeApiserver(K.KubernetesEmulator):
             'code': exc.status, 'reason': reason, 'message': exc.message or reason}, status=exc.status)
 
     async def _handle(self, req):
+        del self._requests[:-100]  # fix 9: kmock logs every request (and each reaction its own) and
+        for r in self._payloads: del r._requests[:-100]  # scans the logs per request: quadratic
         data = req.data
         if req.resource is None or req.method not in ('POST', 'PUT', 'PATCH') or not isinstance(data, dict):
             return await super()._handle(req)
