@@ -1032,3 +1032,50 @@ fn the_image_runs_the_agent() {
     assert_eq!(cond(status, "Planned")["status"], "True", "{status:#}");
     assert_eq!(status["agentVersion"], env!("CARGO_PKG_VERSION"));
 }
+
+/// SIGTERM to the long-running agent in the middle of an apply: the running stop finishes (the
+/// listener that ignores SIGTERM is killed after its grace), the reconcile writes its status with
+/// `lastApply`, nothing new starts, and the agent exits 130 with its lease given up.
+#[test]
+fn sigterm_mid_apply_finishes_the_running_reconcile() {
+    let Some(url) = url() else { return };
+    let s = Site::new("");
+    let mut l = Listener::spawn("ignore-term", s.port(6));
+    let c = Cluster::new(&url, &s, "drain");
+    let mut spec = json!({ "host": c.host, "apply": "auto", "desired": desired(&s) });
+    spec["desired"]["cleanup"]["termGrace"] = json!("3s");
+    c.create("mine", spec);
+    let mut agent = s
+        .cmd()
+        .args(["agent", "--interval", "60m", "--namespace", &c.ns])
+        .args(["--host", &c.host, "--kubeconfig"])
+        .arg(&c.kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(Running)
+        .unwrap();
+    // The stop is under way once the journal holds its intent.
+    eventually("the stop started", || {
+        s.journal().contains("\"event\":\"intent\"")
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(agent.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(agent.wait().unwrap().code(), Some(130));
+    assert!(!l.alive(), "the running stop finished");
+    let status = c.get("mine")["status"].clone();
+    assert!(
+        !status["lastApply"].is_null(),
+        "the reconcile reported: {status:#}"
+    );
+    let leases: Api<Lease> = c.typed();
+    assert!(
+        c.rt.block_on(leases.get_opt(&format!("nemoclaw-{}", c.host)))
+            .unwrap()
+            .is_none(),
+        "the lease was given up"
+    );
+}
