@@ -347,12 +347,44 @@ fn an_approval_runs_only_the_plan_it_names() {
     );
     let status = c.get("mine")["status"].clone();
     assert_eq!(cond(&status, "Stale")["status"], "True", "{status:#}");
+    assert!(
+        cond(&status, "Stale")["message"]
+            .as_str()
+            .unwrap()
+            .contains("this agent never reported a plan with that hash"),
+        "{status:#}"
+    );
+    let reviewed = status["plan"]["sha256"].as_str().unwrap().to_owned();
+    let approve = |hash: &str| {
+        let mut obj = c.rt.block_on(c.api.get("mine")).unwrap();
+        obj.data["spec"]["approve"]["planSha256"] = json!(hash);
+        c.rt.block_on(c.api.replace("mine", &PostParams::default(), &obj))
+            .unwrap();
+    };
+
+    // The listener restarts after the review: the approval is stale and says which fact moved.
+    let old = l.pid();
+    drop(l);
+    let mut l = Listener::spawn("term", s.port(3));
+    approve(&reviewed);
+    let out = c.agent(&s);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(l.alive(), "a stale approval runs nothing");
+    let status = c.get("mine")["status"].clone();
+    let message = cond(&status, "Stale")["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains(&format!("process {old} (started at tick"))
+            && message.contains("is gone or was replaced since the plan")
+            && message.starts_with("spec.approve.planSha256 is ")
+            && message.contains(": stop:"),
+        "{message}"
+    );
     let reviewed = status["plan"]["sha256"].as_str().unwrap().to_owned();
 
-    let mut obj = c.rt.block_on(c.api.get("mine")).unwrap();
-    obj.data["spec"]["approve"]["planSha256"] = json!(reviewed);
-    c.rt.block_on(c.api.replace("mine", &PostParams::default(), &obj))
-        .unwrap();
+    approve(&reviewed);
     let out = c.agent(&s);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(!l.alive(), "the approved plan ran: {}", text(&out));

@@ -18,6 +18,7 @@ mod controller;
 mod events;
 mod lease;
 mod reconcile;
+mod reviewed;
 mod serve;
 use crate::model::Millis;
 use crate::spec::crd;

@@ -6,7 +6,7 @@
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use super::{events, metrics};
+use super::{events, metrics, reviewed};
 use crate::cli::{CliError, context};
 use crate::fleet::status::{Applied, status};
 use crate::spec::crd;
@@ -64,7 +64,18 @@ pub(super) fn reconcile(
     let mut line = crate::plan::render::summary(&plan);
     let (applied, after) = match decision {
         Decision::PlanOnly => (Applied::PlanOnly, None),
-        Decision::Stale(why) => {
+        Decision::Stale(approved) => {
+            let moved = reviewed::explain(
+                &context::state_dir()?,
+                &approved,
+                &plan,
+                &desired,
+                &observed,
+            );
+            let why = format!(
+                "spec.approve.planSha256 is {approved}, but a fresh plan of this host is {}: {moved}",
+                plan.sha256()
+            );
             events::record(rt, api, obj, "approval", "refused", &why);
             (Applied::Stale(why), None)
         }
@@ -147,6 +158,8 @@ fn finish(
         }
     }
     rt.block_on(write_status(api, name, status))?;
+    // What a reviewer may approve next: kept so that a stale approval can say what moved.
+    reviewed::keep(&context::state_dir()?, plan);
     Ok(line + " (status written)")
 }
 
@@ -155,7 +168,7 @@ fn finish(
 enum Decision {
     /// Report it.
     PlanOnly,
-    /// Report that the approval names another plan.
+    /// Report that the approval names another plan (this hash).
     Stale(String),
     /// Apply it, with consent to these classes beyond `disrupt`.
     Apply(Vec<crate::plan::Risk>),
@@ -168,9 +181,7 @@ fn decide(spec: &Value, plan: &crate::plan::Plan) -> Decision {
         let approved = approve["planSha256"].as_str().unwrap_or_default();
         let fresh = plan.sha256();
         if approved != fresh {
-            return Decision::Stale(format!(
-                "spec.approve.planSha256 is {approved}, but a fresh plan of this host is {fresh}: the host or spec.desired moved since the review; review status.plan and approve its sha256"
-            ));
+            return Decision::Stale(approved.to_owned());
         }
         let allow = approve["allow"]
             .as_array()
