@@ -71,10 +71,14 @@ impl Cluster {
     }
 
     fn create(&self, name: &str, spec: serde_json::Value) {
+        self.create_labelled(name, &json!({}), spec);
+    }
+
+    fn create_labelled(&self, name: &str, labels: &serde_json::Value, spec: serde_json::Value) {
         let obj: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "nemoclaw.io/v1alpha1",
             "kind": "NemoClawHost",
-            "metadata": { "name": name, "namespace": self.ns },
+            "metadata": { "name": name, "namespace": self.ns, "labels": labels },
             "spec": spec,
         }))
         .unwrap();
@@ -92,6 +96,37 @@ impl Cluster {
         let _inside = self.rt.enter();
         let client = kube::Client::try_from(kube::Config::new(self.url.parse().unwrap())).unwrap();
         Api::namespaced(client, &self.ns)
+    }
+
+    /// The agent as a controller (no `--once`) for this namespace and host, with `args`.
+    fn controller(&self, s: &Site, args: &[&str], stderr: std::process::Stdio) -> Running {
+        s.cmd()
+            .args(["agent", "--namespace", &self.ns, "--host", &self.host])
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map(Running)
+            .unwrap()
+    }
+
+    /// The agent as a controller every `interval`, serving metrics; returns it and their port.
+    fn controller_with_metrics(&self, s: &Site, interval: &str) -> (Running, u16) {
+        let port = crate::support::next_range().start;
+        let addr = format!("127.0.0.1:{port}");
+        let args = ["--interval", interval, "--metrics-addr", &addr];
+        (self.controller(s, &args, std::process::Stdio::null()), port)
+    }
+
+    /// This host's lease as it is now, if there is one.
+    fn lease(&self) -> Option<LeaseSpec> {
+        let leases: Api<Lease> = self.typed();
+        self.rt
+            .block_on(leases.get_opt(&format!("nemoclaw-{}", self.host)))
+            .unwrap()
+            .map(|l| l.spec.unwrap_or_default())
     }
 
     fn get(&self, name: &str) -> serde_json::Value {
@@ -177,6 +212,18 @@ fn eventually(what: &str, ok: impl Fn() -> bool) {
     }
 }
 
+/// A resource with `apply: auto` over a listener that ignores SIGTERM, so its stop takes `grace`.
+fn stubborn_listener(tag: &str, port: u16, grace: &str) -> Option<(Site, Listener, Cluster)> {
+    let url = url()?;
+    let s = Site::new("");
+    let l = Listener::spawn("ignore-term", s.port(port));
+    let c = Cluster::new(&url, &s, tag);
+    let mut spec = json!({ "host": c.host, "apply": "auto", "desired": desired(&s) });
+    spec["desired"]["cleanup"]["termGrace"] = json!(grace);
+    c.create("mine", spec);
+    Some((s, l, c))
+}
+
 fn desired(s: &Site) -> serde_json::Value {
     json!({
         "dashboard": { "portRange": format!("{}-{}", s.port(0), s.port(10)) },
@@ -260,13 +307,7 @@ fn the_agent_plans_this_hosts_resources_and_writes_their_status() {
         "InvalidDesired"
     );
     assert!(l.alive());
-    let leases: Api<Lease> = c.typed();
-    assert!(
-        c.rt.block_on(leases.get_opt(&format!("nemoclaw-{}", c.host)))
-            .unwrap()
-            .is_none(),
-        "`--once` gives the lease up"
-    );
+    assert!(c.lease().is_none(), "`--once` gives the lease up");
 }
 
 /// `spec.apply: auto` stops the real stale process, as `nemoclaw apply` would, and reports
@@ -547,29 +588,10 @@ fn the_agent_survives_an_api_server_restart_and_a_deleted_resource() {
     }
     let s = Site::new("");
     let (api_server, port) = OwnApi::start(0, s.dir.path());
-    let metrics_port = crate::support::next_range().start;
     let url = format!("http://127.0.0.1:{port}");
     let c = Cluster::new(&url, &s, "restart");
     c.create("mine", json!({ "host": c.host, "desired": desired(&s) }));
-    let mut agent = s
-        .cmd()
-        .args([
-            "agent",
-            "--interval",
-            "1s",
-            "--namespace",
-            &c.ns,
-            "--host",
-            &c.host,
-            "--kubeconfig",
-        ])
-        .arg(&c.kubeconfig)
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(Running)
-        .unwrap();
+    let (mut agent, metrics_port) = c.controller_with_metrics(&s, "1s");
     let wait_status = |c: &Cluster| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
@@ -639,26 +661,7 @@ fn the_agent_requeues_on_a_change_not_only_every_interval() {
     let s = Site::new("");
     let _l = Listener::spawn("term", s.port(4));
     let c = Cluster::new(&url, &s, "watch");
-    let metrics_port = crate::support::next_range().start;
-    let mut agent = s
-        .cmd()
-        .args([
-            "agent",
-            "--interval",
-            "60m",
-            "--namespace",
-            &c.ns,
-            "--host",
-            &c.host,
-        ])
-        .arg("--kubeconfig")
-        .arg(&c.kubeconfig)
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(Running)
-        .unwrap();
+    let (mut agent, metrics_port) = c.controller_with_metrics(&s, "60m");
     let until = |what: &str, ok: &dyn Fn(&serde_json::Value) -> bool| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
@@ -744,13 +747,9 @@ fn a_destroy_waits_for_an_approval_naming_it() {
 /// abandoned to a second agent.
 #[test]
 fn the_lease_is_renewed_during_a_long_apply() {
-    let Some(url) = url() else { return };
-    let s = Site::new("");
-    let mut l = Listener::spawn("ignore-term", s.port(5));
-    let c = Cluster::new(&url, &s, "renew");
-    let mut spec = json!({ "host": c.host, "apply": "auto", "desired": desired(&s) });
-    spec["desired"]["cleanup"]["termGrace"] = json!("12s");
-    c.create("mine", spec);
+    let Some((s, mut l, c)) = stubborn_listener("renew", 5, "12s") else {
+        return;
+    };
     let mut agent = s
         .cmd()
         // `--interval 10s`: the lease lasts max(2 intervals, 30 s) = 30 s, renewed every 10 s.
@@ -771,14 +770,7 @@ fn the_lease_is_renewed_during_a_long_apply() {
         .spawn()
         .map(Running)
         .unwrap();
-    let leases: Api<Lease> = c.typed();
-    let name = format!("nemoclaw-{}", c.host);
-    let renew_time = || {
-        c.rt.block_on(leases.get_opt(&name))
-            .unwrap()
-            .and_then(|l| l.spec?.renew_time)
-            .map(|t| t.0)
-    };
+    let renew_time = || c.lease().and_then(|l| l.renew_time).map(|t| t.0);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let first = loop {
         if let Some(t) = renew_time() {
@@ -808,18 +800,7 @@ fn a_failing_reconcile_backs_off() {
         "mine",
         json!({ "host": c.host, "desired": { "dashboard": { "portRange": "not-a-range" } } }),
     );
-    let metrics_port = crate::support::next_range().start;
-    let mut agent = s
-        .cmd()
-        .args(["agent", "--interval", "60m", "--namespace", &c.ns])
-        .args(["--host", &c.host, "--kubeconfig"])
-        .arg(&c.kubeconfig)
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(Running)
-        .unwrap();
+    let (mut agent, metrics_port) = c.controller_with_metrics(&s, "60m");
     eventually("the invalid spec was reported", || {
         c.rt.block_on(c.api.get("mine"))
             .is_ok_and(|o| o.data["status"]["conditions"][0]["reason"] == "InvalidDesired")
@@ -847,23 +828,9 @@ fn a_standby_agent_takes_over_when_the_first_stops() {
     c.create("mine", json!({ "host": c.host, "desired": desired(&s) }));
     let spawn = |tag: &str| {
         let log = std::fs::File::create(s.dir.path().join(format!("{tag}.log"))).unwrap();
-        s.cmd()
-            .args(["agent", "--interval", "3s", "--namespace", &c.ns])
-            .args(["--host", &c.host, "--kubeconfig"])
-            .arg(&c.kubeconfig)
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map(Running)
-            .unwrap()
+        c.controller(&s, &["--interval", "3s"], log.into())
     };
-    let leases: Api<Lease> = c.typed();
-    let lease = format!("nemoclaw-{}", c.host);
-    let holder = || {
-        c.rt.block_on(leases.get_opt(&lease))
-            .unwrap()
-            .and_then(|l| l.spec?.holder_identity)
-    };
+    let holder = || c.lease().and_then(|l| l.holder_identity);
     let mut first = spawn("first");
     eventually("the first agent holds the lease", || {
         holder().is_some_and(|h| h.ends_with(&format!("/{}", first.id())))
@@ -906,15 +873,11 @@ fn the_selector_narrows_the_resources_the_agent_reads() {
         ("labelled", json!({ "nemoclaw.io/host": c.host })),
         ("unlabelled", json!({})),
     ] {
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "nemoclaw.io/v1alpha1",
-            "kind": "NemoClawHost",
-            "metadata": { "name": name, "namespace": c.ns, "labels": labels },
-            "spec": { "host": c.host, "desired": desired(&s) },
-        }))
-        .unwrap();
-        c.rt.block_on(c.api.create(&PostParams::default(), &obj))
-            .unwrap();
+        c.create_labelled(
+            name,
+            &labels,
+            json!({ "host": c.host, "desired": desired(&s) }),
+        );
     }
     let out = s
         .cmd()
@@ -934,42 +897,26 @@ fn the_selector_narrows_the_resources_the_agent_reads() {
     assert!(c.get("unlabelled").get("status").is_none());
 
     // The controller's watch is selected the same way: what it is not sent, it never reconciles.
-    let _agent = s
-        .cmd()
-        .args([
-            "agent",
+    let _agent = c.controller(
+        &s,
+        &[
             "--interval",
             "60m",
-            "--namespace",
-            &c.ns,
-            "--host",
-            &c.host,
-        ])
-        .args([
             "-l",
             &format!("nemoclaw.io/host={}", c.host),
-            "--kubeconfig",
-        ])
-        .arg(&c.kubeconfig)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(Running)
-        .unwrap();
+        ],
+        std::process::Stdio::null(),
+    );
     std::thread::sleep(std::time::Duration::from_secs(1));
     for (name, labels) in [
         ("later-unlabelled", json!({})),
         ("later-labelled", json!({ "nemoclaw.io/host": c.host })),
     ] {
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "nemoclaw.io/v1alpha1",
-            "kind": "NemoClawHost",
-            "metadata": { "name": name, "namespace": c.ns, "labels": labels },
-            "spec": { "host": c.host, "desired": desired(&s) },
-        }))
-        .unwrap();
-        c.rt.block_on(c.api.create(&PostParams::default(), &obj))
-            .unwrap();
+        c.create_labelled(
+            name,
+            &labels,
+            json!({ "host": c.host, "desired": desired(&s) }),
+        );
     }
     eventually("the labelled one was reconciled", || {
         c.get("later-labelled").get("status").is_some()
@@ -1070,23 +1017,10 @@ fn the_image_runs_the_agent() {
 /// `lastApply`, nothing new starts, and the agent exits 130 with its lease given up.
 #[test]
 fn sigterm_mid_apply_finishes_the_running_reconcile() {
-    let Some(url) = url() else { return };
-    let s = Site::new("");
-    let mut l = Listener::spawn("ignore-term", s.port(6));
-    let c = Cluster::new(&url, &s, "drain");
-    let mut spec = json!({ "host": c.host, "apply": "auto", "desired": desired(&s) });
-    spec["desired"]["cleanup"]["termGrace"] = json!("3s");
-    c.create("mine", spec);
-    let mut agent = s
-        .cmd()
-        .args(["agent", "--interval", "60m", "--namespace", &c.ns])
-        .args(["--host", &c.host, "--kubeconfig"])
-        .arg(&c.kubeconfig)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(Running)
-        .unwrap();
+    let Some((s, mut l, c)) = stubborn_listener("drain", 6, "3s") else {
+        return;
+    };
+    let mut agent = c.controller(&s, &["--interval", "60m"], std::process::Stdio::null());
     // The stop is under way once the journal holds its intent.
     eventually("the stop started", || {
         s.journal().contains("\"event\":\"intent\"")
@@ -1103,11 +1037,5 @@ fn sigterm_mid_apply_finishes_the_running_reconcile() {
         !status["lastApply"].is_null(),
         "the reconcile reported: {status:#}"
     );
-    let leases: Api<Lease> = c.typed();
-    assert!(
-        c.rt.block_on(leases.get_opt(&format!("nemoclaw-{}", c.host)))
-            .unwrap()
-            .is_none(),
-        "the lease was given up"
-    );
+    assert!(c.lease().is_none(), "the lease was given up");
 }
