@@ -166,3 +166,109 @@ pub fn status(
         "openshellVersion": observed.openshell.as_ref().and_then(|c| c.version.known().cloned()),
     })
 }
+
+/// Carries what the previous status says that this one does not: the last apply (through rounds
+/// that only plan), and each condition's `lastTransitionTime` while its `status` is unchanged —
+/// the Kubernetes convention (a transition time says when the condition last flipped, not when it
+/// was last looked at), which also leaves a host that did not move with the very same status.
+pub fn carry_over(status: &mut Value, previous: &Value) {
+    if status["lastApply"].is_null() {
+        match previous.get("lastApply") {
+            Some(p) if !p.is_null() => status["lastApply"] = p.clone(),
+            _ => {
+                status.as_object_mut().map(|o| o.remove("lastApply"));
+            }
+        }
+    }
+    let before = previous["conditions"].as_array();
+    let Some(conditions) = status["conditions"].as_array_mut() else {
+        return;
+    };
+    for c in conditions {
+        let was = before
+            .into_iter()
+            .flatten()
+            .find(|p| p["type"] == c["type"] && p["status"] == c["status"]);
+        if let Some(time) = was.map(|p| p["lastTransitionTime"].clone())
+            && !time.is_null()
+        {
+            c["lastTransitionTime"] = time;
+        }
+    }
+}
+
+/// Whether two statuses say the same, a `null` being an absent key: a status written by
+/// server-side apply (or a merge patch) is stored without its nulls.
+#[must_use]
+pub fn same_status(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys = x.keys().chain(y.keys());
+            keys.into_iter().all(|k| {
+                same_status(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                )
+            })
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(u, v)| same_status(u, v))
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{carry_over, same_status};
+    use serde_json::json;
+
+    fn cond(kind: &str, status: &str, time: &str) -> serde_json::Value {
+        json!({ "type": kind, "status": status, "lastTransitionTime": time })
+    }
+
+    #[test]
+    fn a_transition_time_moves_only_when_the_condition_flips() {
+        let previous = json!({
+            "conditions": [cond("Converged", "False", "t1"), cond("Blocked", "False", "t1")],
+            "lastApply": { "time": "t0" },
+        });
+        let mut now = json!({
+            "conditions": [cond("Converged", "True", "t2"), cond("Blocked", "False", "t2"), cond("Stale", "True", "t2")],
+            "lastApply": null,
+        });
+        carry_over(&mut now, &previous);
+        let times: Vec<_> = now["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["lastTransitionTime"].as_str().unwrap())
+            .collect();
+        // Converged flipped, Blocked did not, Stale is new.
+        assert_eq!(times, ["t2", "t1", "t2"]);
+        assert_eq!(
+            now["lastApply"],
+            json!({ "time": "t0" }),
+            "kept through plan-only rounds"
+        );
+    }
+
+    #[test]
+    fn a_host_that_did_not_move_keeps_the_very_same_status() {
+        let previous = json!({ "conditions": [cond("Converged", "True", "t1")] });
+        let mut now = json!({ "conditions": [cond("Converged", "True", "t9")], "lastApply": null });
+        carry_over(&mut now, &previous);
+        assert_eq!(now, previous, "no lastApply key, the old transition time");
+        assert!(same_status(
+            &json!({ "a": null, "b": [{ "c": 1, "d": null }] }),
+            &json!({ "b": [{ "c": 1 }] })
+        ));
+        assert!(!same_status(&json!({ "a": 1 }), &json!({})));
+        assert!(!same_status(&json!([1]), &json!([1, 2])));
+        // A first status keeps its own times.
+        let mut first =
+            json!({ "conditions": [cond("Converged", "True", "t9")], "lastApply": null });
+        carry_over(&mut first, &serde_json::Value::Null);
+        assert_eq!(first["conditions"][0]["lastTransitionTime"], "t9");
+    }
+}

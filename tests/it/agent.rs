@@ -271,6 +271,20 @@ fn the_agent_plans_this_hosts_resources_and_writes_their_status() {
         "another host's resource is not touched"
     );
 
+    // Nothing moved on the host: the same status, so no write (no watch event for the fleet).
+    let version = || {
+        c.rt.block_on(c.api.get("mine"))
+            .unwrap()
+            .metadata
+            .resource_version
+    };
+    let before = version();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = c.agent(&s);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(text(&out).contains("(status unchanged)"), "{}", text(&out));
+    assert_eq!(version(), before);
+
     // `plan --from-cluster` plans the same resource, as the agent would.
     let out = s
         .cmd()

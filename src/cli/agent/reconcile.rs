@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{events, metrics, reviewed};
 use crate::cli::{CliError, context};
-use crate::fleet::status::{Applied, status};
+use crate::fleet::status::{Applied, carry_over, same_status, status};
 use crate::spec::crd;
 
 /// Plans one resource, applies it when `spec.apply: auto` or an approval allows, and writes its
@@ -148,18 +148,15 @@ fn finish(
         m.converged.insert(resource, u8::from(plan.is_converged()));
     });
     let mut status = status(generation, plan, observed, applied, &now);
-    // The last apply stays reported through rounds that only plan.
-    if status["lastApply"].is_null() {
-        match obj.data["status"].get("lastApply") {
-            Some(previous) if !previous.is_null() => status["lastApply"] = previous.clone(),
-            _ => {
-                status.as_object_mut().map(|o| o.remove("lastApply"));
-            }
-        }
-    }
-    rt.block_on(write_status(api, name, status))?;
+    let previous = &obj.data["status"];
+    carry_over(&mut status, previous);
     // What a reviewer may approve next: kept so that a stale approval can say what moved.
     reviewed::keep(&context::state_dir()?, plan);
+    // Nothing moved: no write, so no watch event for every agent of the namespace.
+    if same_status(&status, previous) {
+        return Ok(line + " (status unchanged)");
+    }
+    rt.block_on(write_status(api, name, status))?;
     Ok(line + " (status written)")
 }
 
