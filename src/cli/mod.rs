@@ -100,7 +100,8 @@ enum Command {
     History(history::Args),
     /// Write a desired-state file describing this host as it is now.
     Init(init::Args),
-    /// Plan this host's NemoClawHost resources from a cluster and report each plan as its status.
+    /// Reconcile this host's NemoClawHost resources from a cluster (a controller; `--once`: each
+    /// once) and report each plan as its status.
     Agent(agent::Args),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(shell::CompletionsArgs),

@@ -130,11 +130,11 @@ pub fn run(rt: &tokio::runtime::Runtime, scope: Scope) -> Result<Exit, CliError>
         .map(|l| format!(" labelled `{l}`"))
         .unwrap_or_default();
     ui::print(&format!(
-        "Watching {} resources{selected} for host `{}` in namespace `{}` (on each change, every {}s, backing off after errors).\n",
+        "Watching {} resources{selected} for host `{}` in namespace `{}` (on each change, every {:?}, backing off after errors).\n",
         crd::KIND,
         scope.host,
         scope.namespace,
-        scope.interval.as_secs()
+        scope.interval
     ));
     let ctx = Arc::new(Ctx {
         scope,

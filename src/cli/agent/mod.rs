@@ -1,9 +1,11 @@
 //! `nemoclaw agent`: this host's `NemoClawHost` resources, planned against the host and reported
 //! back as their status.
 //!
-//! Each round lists the resources in `--namespace` whose `spec.host` (else `metadata.name`) is
-//! this host, reads `spec.desired` as a desired-state file (the same checks as `-f`), observes,
-//! plans, and writes `status` with server-side apply (field manager `nemoclaw-agent`). With
+//! The resources are those in `--namespace` (selected by `--selector`) whose `spec.host` (else
+//! `metadata.name`) is this host: a kube-runtime controller reconciles each on change and every
+//! `--interval` (`controller.rs`); `--once` lists and reconciles each once (here). A reconcile
+//! reads `spec.desired` as a desired-state file (the same checks as `-f`), observes, plans, and
+//! writes `status` with server-side apply (field manager `nemoclaw-agent`). With
 //! `spec.apply: auto` it applies what needs no consent (up to `disrupt`), exactly as `nemoclaw
 //! apply` does — host lock, journal, parallel steps, a fresh look to judge convergence; with
 //! `spec.approve` it applies the plan whose sha256 it names, with that consent, and nothing when
@@ -44,15 +46,18 @@ pub struct Where {
     selector: Option<String>,
 }
 
-/// Plan this host's NemoClawHost resources and report each plan as the resource's status.
+/// Reconcile this host's NemoClawHost resources: plan each against the host, apply what its spec
+/// allows, and report the plan as its status.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     at: Where,
-    /// Time between rounds (`30s`, `2m`).
+    /// How often each resource is reconciled when nothing changes (`30s`, `2m`); a spec change is
+    /// reconciled at once.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = Millis::parse)]
     interval: Millis,
-    /// One round, then exit: 0 when every resource's status was written, 1 otherwise.
+    /// List and reconcile each resource once, then exit: 0 when every one was reconciled, 1
+    /// otherwise.
     #[arg(long)]
     once: bool,
     /// Plan against a saved observation (`nemoclaw observe -o json`) instead of this host: a dry
