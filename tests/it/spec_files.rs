@@ -206,6 +206,10 @@ fn deploy_files_parse_and_grant_the_agent_what_it_uses() {
         docs("gitops/application.yaml")[0]["spec"]["syncPolicy"]["automated"]["prune"],
         false
     );
+    let flux = docs("gitops/flux.yaml");
+    assert_eq!(flux[1]["kind"], "Kustomization");
+    assert_eq!(flux[1]["spec"]["prune"], false);
+    assert_eq!(flux[1]["spec"]["path"], "./deploy/gitops/hosts");
     for f in std::fs::read_dir(deploy.join("gitops/hosts")).unwrap() {
         let path = f.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
