@@ -443,10 +443,23 @@ fn an_approval_runs_only_the_plan_it_names() {
     let out = c.agent(&s);
     assert_eq!(code(&out), 0, "{}", text(&out));
     assert!(!l.alive(), "the approved plan ran: {}", text(&out));
-    assert_eq!(
-        c.get("mine")["status"]["lastApply"]["planSha256"],
-        json!(reviewed)
+    let status = c.get("mine")["status"].clone();
+    assert_eq!(status["lastApply"]["planSha256"], json!(reviewed));
+
+    // An approval runs once: left in the spec after its plan ran, it is done, not stale.
+    let out = c.agent(&s);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert!(!text(&out).contains("applied"), "{}", text(&out));
+    let after = c.get("mine")["status"].clone();
+    assert!(
+        after["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["type"] != "Stale" || c["status"] == "False"),
+        "{after:#}"
     );
+    assert_eq!(after["lastApply"], status["lastApply"]);
 }
 
 /// Two agents, one lease: while another agent holds this host's lease (renewed just now), a

@@ -56,7 +56,7 @@ pub(super) fn reconcile(
         m.plan_seconds = plan_seconds;
     });
     let spec = &obj.data["spec"];
-    let decision = match (decide(spec, &plan), snapshot) {
+    let decision = match (decide(spec, &obj.data["status"], &plan), snapshot) {
         // A snapshot is not this host: report what would run, run nothing.
         (Decision::Apply(_), Some(_)) => Decision::PlanOnly,
         (d, _) => d,
@@ -172,9 +172,15 @@ enum Decision {
 }
 
 /// `spec.approve` with the fresh plan's hash runs that plan with its consent; with another hash
-/// nothing runs (stale). Otherwise `spec.apply: auto` runs what needs no consent; `never` plans.
-fn decide(spec: &Value, plan: &crate::plan::Plan) -> Decision {
-    if let Some(approve) = spec.get("approve").filter(|a| !a.is_null()) {
+/// nothing runs (stale). An approval runs once: when `lastApply` is the plan it names, it is
+/// done, and the resource is as if it had none. Otherwise `spec.apply: auto` runs what needs no
+/// consent; `never` plans.
+fn decide(spec: &Value, previous: &Value, plan: &crate::plan::Plan) -> Decision {
+    let approve = spec.get("approve").filter(|a| !a.is_null());
+    let done = approve.is_some_and(|a| {
+        a["planSha256"].is_string() && a["planSha256"] == previous["lastApply"]["planSha256"]
+    });
+    if let Some(approve) = approve.filter(|_| !done) {
         let approved = approve["planSha256"].as_str().unwrap_or_default();
         let fresh = plan.sha256();
         if approved != fresh {
