@@ -6,9 +6,10 @@
 //! Environment: `NEMOCLAW_BENCH_N` (default `10,1000,5000`), `NEMOCLAW_BENCH_BASE` (first port of
 //! the range, default 18789; must be free).
 
-use std::io::{BufRead as _, BufReader};
-use std::os::unix::process::CommandExt as _;
-use std::process::{Child, Command, Stdio};
+mod support;
+use support::spawn;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nemoclaw::model::PortRange;
@@ -46,32 +47,6 @@ socks = [socket.create_server(("127.0.0.1", 0)) for _ in range(n)]
 print("ready", flush=True)
 signal.pause()
 "#;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(argv0: &str, script: &str, args: &[String]) -> Proc {
-    let mut child = Command::new("/usr/bin/python3")
-        .arg0(argv0)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
-    Proc(child)
-}
 
 /// The seed's method: one lsof per port, then one ps per distinct pid.
 fn seed(range: PortRange) -> usize {

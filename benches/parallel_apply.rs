@@ -4,9 +4,10 @@
 //! `cargo bench --bench parallel_apply` (needs python3; ports 43300-43310 free, or set
 //! `NEMOCLAW_BENCH_BASE`). Results go in docs/performance.md.
 
-use std::io::{BufRead as _, BufReader};
-use std::os::unix::process::CommandExt as _;
-use std::process::{Child, Command, Stdio};
+mod support;
+use support::{Proc, spawn};
+
+use std::process::Command;
 use std::time::Instant;
 
 const LISTENER: &str = r#"
@@ -17,27 +18,8 @@ print("ready", flush=True)
 signal.pause()
 "#;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn listener(port: u16) -> Proc {
-    let mut child = Command::new("/usr/bin/python3")
-        .arg0("openclaw-gateway")
-        .args(["-c", LISTENER, &port.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready");
-    Proc(child)
+    spawn("openclaw-gateway", LISTENER, &[port.to_string()])
 }
 
 fn main() {

@@ -170,13 +170,7 @@ mod tests {
     fn append_refuses_a_fifo_and_a_symlink() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("journal.jsonl");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
+        crate::observe::files::make_fifo(&fifo);
         // No reader: the non-blocking open fails at once (ENXIO) instead of waiting for one.
         assert!(open_append(&fifo).is_err());
         let link = dir.path().join("log");

@@ -249,22 +249,9 @@ mod tests {
     fn intents_without_outcomes_dangle_until_judged() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path(), 1).unwrap();
-        let target = Target::Ports {
-            range: "1-2".to_owned(),
-        };
-        let intent = |step: &str| Event::Intent {
-            run: j.run().to_owned(),
-            at_ms: 1,
-            step: step.to_owned(),
-            address: "a".to_owned(),
-            action: Action::Stop,
-            risk: Risk::Disrupt,
-            plan_sha256: "p".to_owned(),
-            target: Box::new(target.clone()),
-        };
-        j.record(&intent("s1")).unwrap();
+        j.record(&intent(j.run(), "s1")).unwrap();
         j.record(&outcome(j.run(), "s1")).unwrap();
-        j.record(&intent("s2")).unwrap();
+        j.record(&intent(j.run(), "s2")).unwrap();
         // A torn last line, as a kill mid-write leaves it.
         std::fs::OpenOptions::new()
             .append(true)
@@ -306,9 +293,9 @@ mod tests {
         }
     }
 
-    fn intent(step: &str) -> Event {
+    fn intent(run: &str, step: &str) -> Event {
         Event::Intent {
-            run: "r".to_owned(),
+            run: run.to_owned(),
             at_ms: 1,
             step: step.to_owned(),
             address: "a".to_owned(),
@@ -325,7 +312,7 @@ mod tests {
     fn a_long_journal_is_moved_aside_only_when_nothing_dangles() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path(), 1).unwrap();
-        j.record(&intent("s1")).unwrap();
+        j.record(&intent("r", "s1")).unwrap();
         assert!(
             !rotate_past(j.path(), 10).unwrap(),
             "an intent without outcome stays"
@@ -337,7 +324,7 @@ mod tests {
         assert_eq!(rotated(j.path()).file_name().unwrap(), "journal.1.jsonl");
         // The next record starts a fresh file.
         let j2 = Journal::open(dir.path(), 3).unwrap();
-        j2.record(&intent("s2")).unwrap();
+        j2.record(&intent("r", "s2")).unwrap();
         assert_eq!(read(j2.path()).unwrap().len(), 1);
     }
 }

@@ -115,6 +115,13 @@ pub(crate) fn unsafe_path(path: &Path, what: &str, fix: &str) -> std::io::Error 
     )
 }
 
+/// Makes a FIFO at `path`: the tests' input that must never be read as a file.
+#[cfg(test)]
+pub(crate) fn make_fifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", path.display());
+}
+
 #[cfg(test)]
 mod tests {
     use super::read_regular;
@@ -130,13 +137,7 @@ mod tests {
         std::os::unix::fs::symlink(&f, &l).unwrap();
         assert!(read_regular(&l, 10).is_err());
         let fifo = d.path().join("fifo");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
+        super::make_fifo(&fifo);
         assert!(
             read_regular(&fifo, 10).is_err(),
             "a FIFO never blocks the read"

@@ -18,36 +18,29 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-#[test]
-fn committed_schema_is_fresh() {
-    let path = root().join("schemas/nemoclaw.schema.json");
-    let generated = serde_json::to_string_pretty(&nemoclaw::spec::json_schema()).unwrap() + "\n";
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+/// `file` (under the repository) holds exactly `generated`, as `nemoclaw COMMAND` prints it.
+fn assert_fresh(file: &str, generated: &serde_json::Value, command: &str) {
+    let generated = serde_json::to_string_pretty(generated).unwrap() + "\n";
+    let committed = std::fs::read_to_string(root().join(file)).unwrap_or_default();
     if committed != generated {
         let diff = similar::TextDiff::from_lines(&committed, &generated)
             .unified_diff()
             .header("committed", "generated")
             .to_string();
-        panic!(
-            "schemas/nemoclaw.schema.json is stale; run `cargo run -q -- schema > schemas/nemoclaw.schema.json`\n{diff}"
-        );
+        panic!("{file} is stale; run `cargo run -q -- {command} > {file}`\n{diff}");
     }
 }
 
 #[test]
+fn committed_schema_is_fresh() {
+    let schema = serde_json::to_value(nemoclaw::spec::json_schema()).unwrap();
+    assert_fresh("schemas/nemoclaw.schema.json", &schema, "schema");
+}
+
+#[test]
 fn committed_crd_is_fresh() {
-    let path = root().join("schemas/nemoclawhost.crd.json");
-    let generated = serde_json::to_string_pretty(&nemoclaw::spec::crd::crd()).unwrap() + "\n";
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    if committed != generated {
-        let diff = similar::TextDiff::from_lines(&committed, &generated)
-            .unified_diff()
-            .header("committed", "generated")
-            .to_string();
-        panic!(
-            "schemas/nemoclawhost.crd.json is stale; run `cargo run -q -- crd > schemas/nemoclawhost.crd.json`\n{diff}"
-        );
-    }
+    let crd = serde_json::to_value(nemoclaw::spec::crd::crd()).unwrap();
+    assert_fresh("schemas/nemoclawhost.crd.json", &crd, "crd");
 }
 
 /// A NemoClawHost manifest is read as its `spec.desired`: the same desired state as the file

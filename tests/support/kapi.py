@@ -39,8 +39,12 @@ class FakeApiserver(K.KubernetesEmulator):
             'code': exc.status, 'reason': reason, 'message': exc.message or reason}, status=exc.status)
 
     async def _handle(self, req):
-        del self._requests[:-100]  # fix 9: kmock logs every request (and each reaction its own) and
-        for r in self._payloads: del r._requests[:-100]  # scans the logs per request: quadratic
+        # fix 9, speed only: kmock 0.8 logs every request (kmock/_internal/apps.py:289) and each
+        # reaction its own (dsl.py:472), and matches each new request by scanning those logs
+        # (apps.py:344 -> dsl.py:146): quadratic. Nothing reads the logs (they serve kmock's in-process
+        # assertions; this emulator runs as its own process), so only the last 100 are kept.
+        del self._requests[:-100]
+        for r in self._payloads: del r._requests[:-100]
         data = req.data
         if req.resource is None or req.method not in ('POST', 'PUT', 'PATCH') or not isinstance(data, dict):
             return await super()._handle(req)
@@ -68,7 +72,12 @@ class FakeApiserver(K.KubernetesEmulator):
         items = [o for o in (await super()._serve_list(req))['items'] if selected(req, o)]
         return {'apiVersion': 'v1', 'kind': 'List', 'metadata': {'resourceVersion': str(next(self._rv))}, 'items': items}
 
-    async def _serve_watch(self, req):  # fix 8: the same selectors on watches (events of other objects dropped)
+    # fix 8: the same selectors on watches, as the real API server's watch cache filters them
+    # (kubernetes 04d6b4f11d53, staging/src/k8s.io/apiserver/pkg/storage/cacher/cache_watcher.go:362-401,
+    # convertToWatchEvent: an event whose object does not pass the watcher's filter is not sent).
+    # It also turns an object that stops matching into DELETED (:389-397); kmock keeps no previous
+    # object to tell, so here such an event is dropped (said below and in the agent tests).
+    async def _serve_watch(self, req):
         async for event in super()._serve_watch(req):
             if not isinstance(event, dict) or selected(req, event.get('object') or {}): yield event
 

@@ -216,9 +216,13 @@ fn reconcile_listed(
     }
     let mut exit = Exit::Ok;
     for obj in &mine {
-        serve::metrics(|m| m.reconciles += 1);
-        if controller::reconcile_one(rt.handle(), at, obj).is_err() {
-            serve::metrics(|m| m.errors += 1);
+        let failed = controller::reconcile_one(rt.handle(), at, obj).is_err();
+        // Counted when done, with its error, as the controller counts them.
+        serve::metrics(|m| {
+            m.reconciles += 1;
+            m.errors += u64::from(failed);
+        });
+        if failed {
             exit = Exit::Error;
         }
     }
